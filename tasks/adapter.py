@@ -1,0 +1,73 @@
+"""The adapter artifact: only the delta (safetensors + adapter config), plus metadata and a manifest of sha256s.
+
+``adapter.digest`` = sha256 of the canonical JSON of the manifest's ``{file: sha256}`` map, so any changed,
+added or removed file changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.data import file_sha256
+from tasks.errors import InputError
+from tasks.names import ADAPTER_MANIFEST, ADAPTER_METADATA
+
+_PEFT_CARD = "README.md"  # peft writes a boilerplate model card; the registry holds the real evidence
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def file_map(adapter_dir: Path) -> dict[str, str]:
+    """Every file of the adapter except the manifest itself -> its sha256."""
+    return {
+        p.relative_to(adapter_dir).as_posix(): file_sha256(p)
+        for p in sorted(adapter_dir.rglob("*"))
+        if p.is_file() and p.name != ADAPTER_MANIFEST
+    }
+
+
+def digest_of(files: dict[str, str]) -> str:
+    return hashlib.sha256(canonical_json(files).encode("utf-8")).hexdigest()
+
+
+def write_manifest(adapter_dir: Path) -> str:
+    """Write manifest.json and return the adapter digest."""
+    files = file_map(adapter_dir)
+    bad = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    if bad:
+        raise InputError(f"adapter files {bad} are pickles; adapters are stored as safetensors only")
+    digest = digest_of(files)
+    (adapter_dir / ADAPTER_MANIFEST).write_text(
+        json.dumps({"files": files, "digest": digest}, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    return digest
+
+
+def recompute_digest(adapter_dir: Path) -> str:
+    """Digest of what is on disk now (not what the manifest claims)."""
+    return digest_of(file_map(adapter_dir))
+
+
+def save_adapter(peft_model, adapter_dir: Path, metadata: dict[str, Any]) -> str:
+    """Save only the adapter weights/config, the adaptrail metadata, and the manifest; returns the digest."""
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
+    card = adapter_dir / _PEFT_CARD
+    if card.exists():
+        card.unlink()
+    (adapter_dir / ADAPTER_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n",
+                                                encoding="utf-8")
+    return write_manifest(adapter_dir)
+
+
+def read_metadata(adapter_dir: Path) -> dict[str, Any]:
+    return json.loads((adapter_dir / ADAPTER_METADATA).read_text(encoding="utf-8"))
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,59 @@
+"""Where adaptrail keeps its state, and the environment defaults applied before Prefect/MLflow load.
+
+Every location is overridable by an environment variable (README: "Where things are"):
+
+- ``ADAPTRAIL_HOME``: the state directory (default ``./.adaptrail``).
+- ``MLFLOW_TRACKING_URI``: MLflow backend (default SQLite ``$ADAPTRAIL_HOME/mlflow.db``).
+- ``ADAPTRAIL_ARTIFACT_ROOT``: artifact root for new experiments (default ``$ADAPTRAIL_HOME/mlartifacts``).
+- ``PREFECT_HOME``: Prefect's home (default ``$ADAPTRAIL_HOME/prefect``).
+- ``ADAPTRAIL_USER``: the identity recorded as ``lineage.requested_by`` (default: OS user).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    return Path(os.environ.get("ADAPTRAIL_HOME", ".adaptrail")).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    root = os.environ.get("ADAPTRAIL_ARTIFACT_ROOT")
+    return root if root else (home() / "mlartifacts").as_uri()
+
+
+def runs_dir() -> Path:
+    """Scratch space for a flow run's local files before they are logged."""
+    return home() / "runs"
+
+
+def current_user() -> str:
+    user = os.environ.get("ADAPTRAIL_USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (some containers)
+        return f"uid-{os.getuid()}"
+
+
+def apply_environment_defaults() -> None:
+    """Set defaults that must be in place before prefect/transformers are imported."""
+    h = home()
+    os.environ.setdefault("PREFECT_HOME", str(h / "prefect"))
+    # Offline by design: the base model comes from disk, never from a hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -1,0 +1,161 @@
+"""Train an adapter on a frozen base: seeded, length-grouped batches with dynamic padding, AdamW + linear warmup."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tasks.config import TrainingConfig
+
+log = logging.getLogger("adaptrail")
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class Encoded:
+    """Token ids per example (unpadded) and integer labels."""
+
+    input_ids: list[list[int]]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.input_ids]
+
+
+@dataclass
+class TrainStats:
+    epochs: int
+    steps: int
+    seconds: float
+    real_tokens: int  # non-padding tokens seen in training
+    padded_tokens: int  # tokens including padding
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.real_tokens / self.seconds if self.seconds else 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def encode(tokenizer, texts: list[str], labels: list[int], max_length: int) -> Encoded:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+    return Encoded(input_ids=ids, labels=list(labels))
+
+
+def make_batches(lengths: list[int], batch_size: int, rng: random.Random, group_by_length: bool) -> list[list[int]]:
+    """Shuffled batches; with length grouping, examples of similar length share a batch (little padding)."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    if group_by_length:
+        mega = batch_size * 50
+        idx = [i for k in range(0, len(idx), mega)
+               for i in sorted(idx[k:k + mega], key=lambda j: lengths[j], reverse=True)]
+    batches = [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def collate(enc: Encoded, batch: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest example of this batch only."""
+    width = max(len(enc.input_ids[i]) for i in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, i in enumerate(batch):
+        seq = enc.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc.labels[i] for i in batch])}
+
+
+@torch.no_grad()
+def predict_logits(model, enc: Encoded, pad_id: int, batch_size: int) -> np.ndarray:
+    """Logits in input order; batches sorted by length so padding stays small."""
+    model.eval()
+    order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
+    out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
+    for k in range(0, len(order), batch_size):
+        batch = order[k:k + batch_size]
+        inputs = collate(enc, batch, pad_id)
+        inputs.pop("labels")
+        out[batch] = model(**inputs).logits.float().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: TrainingConfig,
+          on_epoch: EpochCallback | None = None, evaluate: Callable[[np.ndarray], dict[str, float]] | None = None
+          ) -> TrainStats:
+    """Optimise the trainable (adapter) parameters; report loss and validation metrics after each epoch."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    rng = random.Random(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise RuntimeError("the model has no trainable parameters; the adapter was not attached")
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = int(total_steps * cfg.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
+    stats = TrainStats(epochs=epochs, steps=0, seconds=0.0, real_tokens=0, padded_tokens=0)
+    lengths = train_enc.lengths
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses: list[float] = []
+        start = time.perf_counter()
+        batches = make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=2.0, disable=None)
+        for batch in bar:
+            if stats.steps >= total_steps:
+                break
+            inputs = collate(train_enc, batch, pad_id)
+            loss = model(**inputs).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            stats.steps += 1
+            stats.real_tokens += int(inputs["attention_mask"].sum())
+            stats.padded_tokens += inputs["attention_mask"].numel()
+            losses.append(loss.detach().item())
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        stats.seconds += time.perf_counter() - start
+        record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if evaluate is not None and len(val_enc):
+            logits = predict_logits(model, val_enc, pad_id, cfg.eval_batch_size)
+            labels = torch.tensor(val_enc.labels)
+            record["val_loss"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels))
+            record.update({f"val_{k}": v for k, v in evaluate(logits).items()})
+        stats.history.append(record)
+        log.info("epoch %d/%d %s", epoch, epochs, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+    return stats

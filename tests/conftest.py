@@ -1,0 +1,73 @@
+"""Shared fixtures: an isolated state directory, tiny random-init base models, small data sets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Isolate all state before any project module (and so prefect/mlflow) is imported.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="adaptrail-test-"))
+os.environ["ADAPTRAIL_HOME"] = str(_SESSION_HOME)
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("ADAPTRAIL_LEDGER_URL", None)
+os.environ.setdefault("ADAPTRAIL_USER", "test-requester")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import tasks  # noqa: E402,F401
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+
+
+def shared_data(relative: str) -> Path:
+    """A real data set under ../shared/data, or skip the test with a message."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (../shared/data is absent on this machine)")
+    return path
+
+
+@pytest.fixture
+def state_home(tmp_path, monkeypatch) -> Path:
+    """A fresh MLflow store, artifact root and ledger for one test."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("ADAPTRAIL_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("ADAPTRAIL_ARTIFACT_ROOT", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tickets() -> pd.DataFrame:
+    """A small slice of the example support-ticket data (real generator, 600 rows)."""
+    from tasks.example_data import generate_support_tickets
+
+    return generate_support_tickets(n_rows=600, seed=11)
+
+
+@pytest.fixture(scope="session")
+def tickets_csv(tickets, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tickets.csv"
+    tickets.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tickets, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random-init BERT with a word vocabulary from the tickets."""
+    from tasks.tiny_model import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), list(tickets["text"]))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect API for whole-flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
