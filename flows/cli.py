@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("adaptrail").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         code = args.func(args)
     except AdaptrailError as err:

@@ -1,4 +1,4 @@
-"""The main flow: data -> validation gate -> train adapter -> evaluate -> gates -> register."""
+"""The main flow: data -> validation gate -> train adapter -> evaluate -> bias & regression gates -> register."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from prefect import flow
 
 from tasks import state
 from tasks.config import Config
-from tasks.decision import GateDecision
-from tasks.steps import (build_summary, close_run, evaluate_adapter, load_data, open_run, pin_base_model,
-                         publish_summary, register, train_adapter, validate_data)
+from tasks.steps import (bias_gate, build_summary, close_run, evaluate_adapter, evaluate_champion, load_data,
+                         open_run, pin_base_model, publish_summary, register, regression_gate, train_adapter,
+                         validate_data)
 
 
 @flow(name="train_adapter", log_prints=True)
@@ -24,8 +24,9 @@ def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[
         validation = validate_data(ctx)
         trained = train_adapter(ctx)
         evaluation = evaluate_adapter(ctx, trained)
-        bias = GateDecision.skipped("bias", "bias gate not configured in this version")
-        regression = GateDecision.skipped("regression", "regression gate not configured in this version")
+        champion = evaluate_champion(ctx)
+        bias = bias_gate(ctx, trained, evaluation, champion)
+        regression = regression_gate(ctx, trained, evaluation, champion)
         decisions = [validation, bias, regression]
         registered = register(ctx, trained, evaluation, decisions)
         ok = True

@@ -98,8 +98,112 @@ class ValidationGateConfig(_Section):
     max_pii_share: float = Field(0.0, ge=0, le=1, description="share of texts allowed to match a PII pattern")
 
 
+class BiasGateConfig(_Section):
+    """Thresholds of the bias gate (group metrics, counterfactual swaps, comparison with the champion)."""
+
+    positive_label: str | None = Field(
+        None, description="binary tasks: the label whose selection rate is compared (e.g. spam); unset: every "
+        "class is checked and the worst class is judged")
+    min_group_size: int = Field(30, description="groups with fewer test rows are reported, not judged")
+    min_disparate_impact_ratio: float = Field(
+        0.8, description="min/max selection rate across groups must be at least this (four-fifths rule)")
+    max_equalized_odds_difference: float = Field(
+        0.1, description="largest TPR or FPR difference between groups")
+    max_accuracy_gap: float = Field(0.1, description="best-group accuracy minus worst-group accuracy")
+    judge_on: Literal["ci_bound", "point"] = Field(
+        "ci_bound", description="ci_bound: fail only when the whole bootstrap CI is beyond the threshold "
+        "(the gap is not noise); point: fail on the point estimate")
+    bootstrap_samples: int = Field(200, description="bootstrap resamples (within each group) for the CIs")
+    confidence: float = Field(0.95, description="confidence level of the bootstrap intervals")
+    seed: int = Field(13, description="seed of the bootstrap and of nothing else")
+    counterfactual_terms: dict[str, list[tuple[str, str]]] | None = Field(
+        None, description="category -> [term, counterpart] pairs; replaces the shipped list of each category "
+        "it names (tasks/identity_terms.py), other shipped categories stay; an empty list drops a category")
+    max_counterfactual_flip_rate: float = Field(
+        0.05, description="share of identity-swapped texts whose predicted label changes")
+    max_counterfactual_prob_change: float = Field(
+        0.05, description="mean absolute change of the originally predicted class's probability")
+    min_counterfactual_texts: int = Field(
+        20, description="fewer swapped texts than this: counterfactual results are reported, not judged")
+    max_counterfactual_texts: int = Field(2000, description="test at most this many texts (the first that match)")
+    counterfactual_examples: int = Field(10, description="worst examples listed in the report")
+    champion_tolerance: float = Field(
+        0.02, description="fail when a bias metric is worse than the champion's by more than this")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BiasGateConfig":
+        for name in ("min_disparate_impact_ratio", "max_equalized_odds_difference", "max_accuracy_gap",
+                     "max_counterfactual_flip_rate", "max_counterfactual_prob_change", "champion_tolerance"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ValueError(f"gates.bias.{name} must be in [0, 1] (got {v}); these are rates and gaps")
+        if self.min_group_size < 1:
+            raise ValueError(f"gates.bias.min_group_size must be >= 1 (got {self.min_group_size}), e.g. 30")
+        if self.judge_on == "ci_bound" and self.bootstrap_samples < 20:
+            raise ValueError(f"gates.bias.bootstrap_samples must be >= 20 to judge on the CI bound (got "
+                             f"{self.bootstrap_samples}); raise it (e.g. 200) or set gates.bias.judge_on: point")
+        if self.bootstrap_samples < 0:
+            raise ValueError("gates.bias.bootstrap_samples must be >= 0 (0 turns the CIs off)")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"gates.bias.confidence must be in [0.5, 1) (got {self.confidence}), e.g. 0.95")
+        for name in ("min_counterfactual_texts", "max_counterfactual_texts", "counterfactual_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"gates.bias.{name} must be >= 0 (got {getattr(self, name)})")
+        if self.positive_label is not None and not self.positive_label.strip():
+            raise ValueError("gates.bias.positive_label must be a label name (e.g. spam) or unset")
+        for category, pairs in (self.counterfactual_terms or {}).items():
+            for a, b in pairs:
+                if not a.strip() or not b.strip() or a.casefold() == b.casefold():
+                    raise ValueError(f"gates.bias.counterfactual_terms.{category}: pair [{a!r}, {b!r}] must be "
+                                     "two different non-empty terms, e.g. [he, she]")
+        return self
+
+
+class RegressionGateConfig(_Section):
+    """Thresholds of the regression gate (candidate vs champion, baselines, overfitting, golden set)."""
+
+    primary_metric: Literal["macro_f1", "accuracy", "weighted_f1"] = Field(
+        "macro_f1", description="the headline metric compared with the champion and the baselines")
+    champion_tolerance: float = Field(
+        0.01, description="fail when the primary metric drops below the champion's by more than this")
+    per_class_recall_tolerance: float = Field(
+        0.05, description="fail when any class's recall drops below the champion's by more than this")
+    per_group_tolerance: float = Field(
+        0.05, description="fail when any group's accuracy drops below the champion's by more than this")
+    min_group_size: int = Field(30, description="groups with fewer test rows are reported, not judged")
+    baselines: list[Literal["majority", "tfidf_logreg"]] = Field(
+        default_factory=lambda: ["majority", "tfidf_logreg"],
+        description="reference baselines fitted on the training split (no base model needed)")
+    min_margin_over_baseline: float = Field(
+        0.0, description="the primary metric must be at least the best baseline's plus this (negative: may trail)")
+    max_overfit_gap: float = Field(
+        0.15, description="fail when train minus validation primary metric exceeds this")
+    golden_path: str | None = Field(
+        None, description="optional fixed golden set (text,label file) scored for candidate and champion; "
+        "the champion drop rule applies to it too")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RegressionGateConfig":
+        for name in ("champion_tolerance", "per_class_recall_tolerance", "per_group_tolerance", "max_overfit_gap"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ValueError(f"gates.regression.{name} must be in [0, 1] (got {v}), e.g. 0.01")
+        if not -1 <= self.min_margin_over_baseline <= 1:
+            raise ValueError(f"gates.regression.min_margin_over_baseline must be in [-1, 1] (got "
+                             f"{self.min_margin_over_baseline}), e.g. 0.0")
+        if self.min_group_size < 1:
+            raise ValueError(f"gates.regression.min_group_size must be >= 1 (got {self.min_group_size}), e.g. 30")
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ValueError("gates.regression.baselines lists a baseline twice; name each once")
+        if self.golden_path is not None and not self.golden_path.strip():
+            raise ValueError("gates.regression.golden_path must be a file path or unset")
+        return self
+
+
 class GatesConfig(_Section):
     validation: ValidationGateConfig = Field(default_factory=ValidationGateConfig)
+    bias: BiasGateConfig = Field(default_factory=BiasGateConfig)
+    regression: RegressionGateConfig = Field(default_factory=RegressionGateConfig)
 
 
 class RegistryConfig(_Section):
@@ -115,6 +219,29 @@ class RegistryConfig(_Section):
         return v
 
 
+class ApprovalConfig(_Section):
+    """Who may decide on a version, and the optional approval step inside the main flow."""
+
+    approvers: list[str] = Field(
+        default_factory=list, description="identities allowed to approve, reject, revoke and review; when "
+        "empty, the environment variable ADAPTRAIL_APPROVERS (comma-separated) is used (CLI decisions need no config)")
+    in_flow: bool = Field(False, description="pause the main flow after registering and wait for a decision")
+    timeout_seconds: int = Field(3600, ge=1, description="how long the in-flow approval waits; then the version "
+                                 "stays pending (decide later with the review_adapter flow or the CLI)")
+    public_key: str | None = Field(None, description="ed25519 public key (PEM); when set, loading requires a valid "
+                                   "signature of the adapter manifest")
+    private_key: str | None = Field(None, description="ed25519 private key (PEM) used to sign the manifest of each "
+                                    "approved version")
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: list[str]) -> list[str]:
+        names = [a.strip() for a in v]
+        if any(not a for a in names):
+            raise ValueError("approval.approvers must not contain empty names")
+        return names
+
+
 class Config(_Section):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -122,6 +249,7 @@ class Config(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -173,6 +301,9 @@ def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> None:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and not Path(data["path"]).is_absolute():
         data["path"] = str((base_dir / data["path"]).resolve())
+    golden = (raw.get("gates") or {}).get("regression") if isinstance(raw.get("gates"), dict) else None
+    if isinstance(golden, dict) and isinstance(golden.get("golden_path"), str) and not Path(golden["golden_path"]).is_absolute():
+        golden["golden_path"] = str((base_dir / golden["golden_path"]).resolve())
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("base"), str):
         base = model["base"]

@@ -113,7 +113,8 @@ def read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, pd.Series | None]:
             return ds.to_pandas(), None
         if path.is_dir():
             raise InputError(f"{path} is a directory; data.format={fmt} needs a file")
-        _check_utf8(path)
+        if fmt in ("csv", "jsonl"):
+            _check_utf8(path)
         if fmt == "csv":
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8"), None
         if fmt == "jsonl":
@@ -216,6 +217,14 @@ def load_dataset_splits(cfg: DataConfig) -> DatasetSplits:
         source_digest=file_sha256(path) if path.is_file() else content_digest(splits),
         has_group=GROUP in frame.columns, dedup=dedup,
     )
+
+
+def load_labelled_file(path: str, cfg: DataConfig) -> pd.DataFrame:
+    """A fixed labelled file (e.g. the golden regression set) with the same columns as the training data."""
+    raw, _ = read_table(Path(path).expanduser(), "auto")
+    if len(raw) == 0:
+        raise InputError(f"the labelled file {path} has no rows")
+    return _canonical(raw, cfg.model_copy(update={"group_column": None, "split_column": None}))
 
 
 def _given_splits(frame: pd.DataFrame, cfg: DataConfig) -> dict[str, pd.DataFrame]:

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from tasks.data import GROUP, LABEL, TEXT, DatasetSplits
-from tasks.regression import Predictions, classification_metrics
+from tasks.predictions import Predictions
+from tasks.regression import classification_metrics, metrics_of
 from tasks.training import Encoded, encode, predict_logits, softmax
 
-TRAIN_EVAL_CAP = 2000  # rows of the training split scored for the overfitting check
+TRAIN_EVAL_CAP = 1000  # rows of the training split scored for the overfitting check
 
 
 @dataclass
@@ -45,7 +46,7 @@ def evaluate(model, tokenizer, splits: DatasetSplits, max_length: int, batch_siz
     labels = splits.labels
     metrics: dict[str, dict[str, Any]] = {}
     test = predictions_for(model, tokenizer, splits.test, labels, max_length, batch_size)
-    metrics["test"] = classification_metrics(test.y_true, test.y_pred, labels)
+    metrics["test"] = metrics_of(test)
     for name, frame in (("validation", splits.validation), ("train", splits.train.head(TRAIN_EVAL_CAP))):
         if len(frame):
             p = predictions_for(model, tokenizer, frame, labels, max_length, batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -95,8 +96,10 @@ def log_datasets(c: MlflowClient, run_id: str, splits: DatasetSplits) -> None:
     """Each split as an MLflow dataset input (name, digest, source, context)."""
     inputs = []
     for context, frame in splits.frames().items():
-        ds = mlflow.data.from_pandas(frame, source=splits.source, targets="label",
-                                     name=f"{Path(splits.source).stem}-{context}")
+        with warnings.catch_warnings():  # a local path matches two equivalent MLflow source types
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(frame, source=splits.source, targets="label",
+                                         name=f"{Path(splits.source).stem}-{context}")
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     c.log_inputs(run_id, datasets=inputs)
 

@@ -22,6 +22,8 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def _f(v: Any) -> str:
+    if v is None:
+        return "n/a"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
@@ -35,9 +37,13 @@ def evaluation_markdown(metrics: dict[str, dict[str, Any]], labels: list[str]) -
     for label in labels:
         pc = test["per_class"][label]
         lines.append(f"| {label} | {_f(pc['precision'])} | {_f(pc['recall'])} | {_f(pc['f1'])} | {pc['support']} |")
+    if test.get("per_group"):
+        lines += ["", "## Test split, per group", "", "| group | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+        for g, m in test["per_group"].items():
+            lines.append(f"| {g} | {m['n']} | {_f(m['accuracy'])} | {_f(m['macro_f1'])} |")
     lines += ["", "## Test split, confusion matrix (rows: true, columns: predicted)", "",
               "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-    for label, row in zip(labels, test["confusion_matrix"]):
+    for label, row in zip(labels, test["confusion_matrix"]["matrix"]):
         lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 

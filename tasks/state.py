@@ -48,6 +48,10 @@ def apply_environment_defaults() -> None:
     """Set defaults that must be in place before prefect/transformers are imported."""
     h = home()
     os.environ.setdefault("PREFECT_HOME", str(h / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+    # The embedded (ephemeral) Prefect API starts in a subprocess; a busy 2-core machine needs more than 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "adaptrail")
     # Offline by design: the base model comes from disk, never from a hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -19,12 +19,13 @@ from tasks.config import Config
 from tasks.data import DatasetSplits, load_dataset_splits
 from tasks.decision import GateDecision
 from tasks.errors import ValidationFailed
-from tasks.evaluation import Evaluation, encoded_split, evaluate
+from tasks.evaluation import Evaluation, encoded_split, evaluate, predict_proba
 from tasks.lineage import code_version, flow_run_id
 from tasks.model import BaseModelRef, count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 from tasks.names import (ALIAS_CANDIDATE, ARTIFACT_ADAPTER, ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION,
                          RUN_TAG_FLOW_RUN_ID, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
 from tasks.regression import classification_metrics
+from tasks import gates
 from tasks.training import TrainStats, seed_everything, train
 
 # Gates are decisions, never retried; steps run in-process and their inputs (models, frames) are not cached.
@@ -54,10 +55,16 @@ class TrainedAdapter:
     trainable_params: int
     total_params: int
     stats: TrainStats
+    max_length: int
+    batch_size: int
 
     @property
     def trainable_fraction(self) -> float:
         return self.trainable_params / self.total_params
+
+    def predict(self, texts: list[str]):
+        """Class probabilities for raw texts (the bias gate's counterfactual test and the golden set use it)."""
+        return predict_proba(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
 
 
 @dataclass
@@ -152,7 +159,7 @@ def train_adapter(ctx: RunContext) -> TrainedAdapter:
                                          "trainable_params": trainable, "adapter_bytes": adapter_io.dir_size(adapter_dir)})
     return TrainedAdapter(model=model, tokenizer=tokenizer, adapter_dir=adapter_dir, digest=digest,
                           size_bytes=adapter_io.dir_size(adapter_dir), trainable_params=trainable, total_params=total,
-                          stats=stats)
+                          stats=stats, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
 
 
 @step(name="evaluate")
@@ -172,6 +179,37 @@ def evaluate_adapter(ctx: RunContext, trained: TrainedAdapter) -> Evaluation:
     reports.write_json(out / "evaluation.json", ev.metrics)
     reports.write_text(out / "evaluation.md", reports.evaluation_markdown(ev.metrics, ctx.splits.labels))
     return ev
+
+
+@step(name="evaluate-champion")
+def evaluate_champion(ctx: RunContext) -> gates.ChampionEvidence | None:
+    """The current champion (if any) scored on this run's test split; None before the first approval."""
+    return None
+
+
+def _log_gate(ctx: RunContext, decision: GateDecision) -> GateDecision:
+    """Every gate is logged the same way: JSON + Markdown report, summary metrics, run tag."""
+    out = ctx.workdir / ARTIFACT_REPORTS
+    reports.write_json(out / f"{decision.gate}.json", decision.to_dict())
+    reports.write_text(out / f"{decision.gate}.md", decision.to_markdown())
+    c = registry.client()
+    summary = decision.details.get("summary", {}) if isinstance(decision.details, dict) else {}
+    registry.log_metrics(c, ctx.run_id, {registry.metric_key(decision.gate, k): v for k, v in summary.items()
+                                         if isinstance(v, (int, float))})
+    registry.set_run_tags(c, ctx.run_id, {Tag.gate(decision.gate): decision.outcome})
+    return decision
+
+
+@step(name="bias-gate")
+def bias_gate(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation,
+              champion: gates.ChampionEvidence | None) -> GateDecision:
+    return _log_gate(ctx, gates.run_bias_gate(evaluation, ctx.config.gates.bias, trained.predict, champion))
+
+
+@step(name="regression-gate")
+def regression_gate(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation,
+                    champion: gates.ChampionEvidence | None) -> GateDecision:
+    return _log_gate(ctx, gates.run_regression_gate(ctx.splits, evaluation, ctx.config, trained.predict, champion))
 
 
 def _gate_status(decisions: list[GateDecision]) -> tuple[str, str]:

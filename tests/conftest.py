@@ -66,7 +66,12 @@ def tiny_bert(tickets, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real, temporary Prefect API for whole-flow tests."""
+    """A real, temporary Prefect API for whole-flow tests.
+
+    Importing prefect here (before any test's capsys) binds Prefect's log handlers to pytest's session-wide
+    capture rather than to one test's stream, which is closed when that test ends.
+    """
+    import prefect  # noqa: F401
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

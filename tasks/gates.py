@@ -1,0 +1,61 @@
+"""The bias and regression gates as the main flow runs them: candidate, champion and baselines on the same data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.baselines import evaluate_baselines, fit_baselines
+from tasks.bias import bias_gate
+from tasks.config import BiasGateConfig, Config
+from tasks.data import LABEL, TEXT, DatasetSplits, load_labelled_file
+from tasks.decision import GateDecision
+from tasks.evaluation import Evaluation
+from tasks.predictions import PredictFn, Predictions
+from tasks.regression import metrics_of, regression_gate
+
+
+@dataclass
+class ChampionEvidence:
+    """The current champion, measured on the candidate's test split (and golden set), plus its own bias record."""
+
+    version: str
+    labels: list[str]
+    test_metrics: dict[str, Any]
+    bias_details: dict[str, Any] | None
+    predict: PredictFn | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def run_bias_gate(evaluation: Evaluation, cfg: BiasGateConfig, predict: PredictFn,
+                  champion: ChampionEvidence | None) -> GateDecision:
+    return bias_gate(evaluation.test, cfg, predict_fn=predict, champion=champion.bias_details if champion else None)
+
+
+def score(predict: PredictFn, labels: list[str], texts: list[str], y_true: list[str]) -> dict[str, Any]:
+    """classification_metrics of a model given as a predict function."""
+    return metrics_of(Predictions.from_proba(labels, y_true, predict(texts)))
+
+
+def run_regression_gate(splits: DatasetSplits, evaluation: Evaluation, config: Config, predict: PredictFn,
+                        champion: ChampionEvidence | None) -> GateDecision:
+    cfg = config.gates.regression
+    test_texts = [str(t) for t in splits.test[TEXT]]
+    test_labels = [str(y) for y in splits.test[LABEL]]
+    fitted = fit_baselines([str(t) for t in splits.train[TEXT]], [str(y) for y in splits.train[LABEL]],
+                           names=list(cfg.baselines), seed=config.training.seed)
+    baselines = evaluate_baselines(fitted, test_texts, test_labels, splits.labels)
+    golden = None
+    if cfg.golden_path:
+        frame = load_labelled_file(cfg.golden_path, config.data)
+        texts, y = [str(t) for t in frame[TEXT]], [str(v) for v in frame[LABEL]]
+        golden = {"candidate": score(predict, splits.labels, texts, y),
+                  "champion": score(champion.predict, champion.labels, texts, y)
+                  if champion is not None and champion.predict is not None else None}
+    return regression_gate(
+        evaluation.metrics["test"], champion.test_metrics if champion else None, baselines,
+        evaluation.metrics.get("train"), evaluation.metrics.get("validation"), cfg, golden=golden,
+    )
+
+
+

@@ -1,0 +1,61 @@
+"""Config: YAML + --set overrides, validation errors that name the field and the fix; shipped configs load."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.config import Config, load_config
+from tasks.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert isinstance(cfg, Config)
+    assert Path(cfg.data.path).is_absolute()  # relative paths resolve against the config file
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {path: d.csv}\n")
+    cfg = load_config(f, ["training.epochs=1", "peft.r=4", "data.labels=[a, b]", "data.deduplicate=true"])
+    assert cfg.training.epochs == 1 and cfg.peft.r == 4 and cfg.data.labels == ["a", "b"] and cfg.data.deduplicate
+    assert cfg.data.path == str((tmp_path / "d.csv").resolve())
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("peft.r=0", "peft.r must be a positive integer"),
+        ("peft.r=-3", "peft.r must be a positive integer"),
+        ("training.learning_rate=0", "training.learning_rate"),
+        ("training.epochs=0", "training.epochs"),
+        ("peft.dropout=1.5", "peft.dropout"),
+        ("training.epocs=3", "training.epocs: unknown key"),
+        ("data.labels=[a]", "at least two distinct"),
+    ],
+)
+def test_invalid_values_name_the_field(tmp_path, override, fragment):
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {path: d.csv}\n")
+    with pytest.raises(InputError, match="invalid config") as err:
+        load_config(f, [override])
+    assert fragment in str(err.value)
+
+
+def test_missing_config_file_and_bad_yaml(tmp_path):
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(InputError, match="key=value"):
+        load_config(None, ["training.epochs"])
+
+
+def test_data_path_is_required():
+    with pytest.raises(InputError, match="data: is required"):
+        load_config(None, [])

@@ -1,0 +1,106 @@
+"""Whole-flow integration: a real Prefect run and a real MLflow SQLite store in a temp dir, on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+from tasks import state
+from tasks.names import ALL_TAGS, ALIAS_CANDIDATE, ApprovalStatus, Tag
+
+pytestmark = pytest.mark.integration
+
+FAST = ["training.epochs=2", "training.batch_size=16", "training.learning_rate=0.01", "peft.r=4",
+        "gates.bias.bootstrap_samples=50", "gates.bias.min_group_size=10", "gates.regression.min_group_size=10"]
+
+
+def _args(csv, base, *extra):
+    sets = [f"data.path={csv}", f"model.base={base}", *FAST, *extra]
+    return ["run", "--config", str(_tiny_config())] + [a for s in sets for a in ("--set", s)]
+
+
+def _tiny_config():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(state.tracking_uri(), registry_uri=state.tracking_uri())
+
+
+def _versions(name: str):
+    c = _client()
+    try:
+        return c.search_model_versions(f"name='{name}'")
+    except Exception:
+        return []
+
+
+def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harness, state_home, tickets_csv, tiny_bert,
+                                                                   capsys):
+    code = main(_args(tickets_csv, tiny_bert, "gates.regression.min_margin_over_baseline=-1.0"))
+    out = capsys.readouterr().out
+    assert code in (0, 3), out
+    versions = _versions("support-ticket-router")
+    assert len(versions) == 1
+    tags = versions[0].tags
+    missing = [t for t in ALL_TAGS if not tags.get(t)]
+    assert not missing, f"tags missing or empty: {missing}"
+    assert tags[Tag.GATE_VALIDATION] == "passed"
+    assert tags[Tag.PEFT_METHOD] == "lora" and 0 < float(tags[Tag.PEFT_TRAINABLE_FRACTION]) < 1
+    assert tags[Tag.REQUESTED_BY] == "test-requester"
+    assert len(tags[Tag.ADAPTER_DIGEST]) == 64 and len(tags[Tag.BASE_MODEL_DIGEST]) == 64
+    assert tags[Tag.FLOW_RUN_ID] not in ("", "none")
+    if code == 0:
+        assert tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING
+        assert _client().get_model_version_by_alias("support-ticket-router", ALIAS_CANDIDATE).version == versions[0].version
+    # the run holds the evidence a reviewer needs
+    run = _client().get_run(versions[0].run_id)
+    arts = {a.path for a in _client().list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "validation", "adapter", "reports"} <= arts
+    reports = {a.path for a in _client().list_artifacts(run.info.run_id, "reports")}
+    assert {"reports/evaluation.json", "reports/evaluation.md", "reports/bias.json", "reports/regression.json"} <= reports
+    assert {"test_macro_f1", "test_accuracy", "train_loss", "val_macro_f1"} <= set(run.data.metrics)
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} and len(run.inputs.dataset_inputs) == 3
+    assert f"version {versions[0].version}" in out
+
+
+def test_validation_failure_stops_before_training_and_registers_nothing(prefect_harness, state_home, tickets, tmp_path,
+                                                                         tiny_bert, capsys):
+    leaky = tickets.copy()
+    leaky.loc[:40, "text"] = leaky.loc[0, "text"]  # 40 duplicates: duplicate share and leakage fail
+    leaky.loc[50, "text"] = "Please call me back on 415-555-0134 about my order"
+    csv = tmp_path / "leaky.csv"
+    leaky.to_csv(csv, index=False)
+    code = main(_args(csv, tiny_bert))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "data validation failed" in err and "duplicate_share" in err and "pii_phone" in err
+    assert "report:" in err
+    assert _versions("support-ticket-router") == []
+    runs = _client().search_runs([e.experiment_id for e in _client().search_experiments()])
+    assert runs and all(r.info.status == "FAILED" for r in runs)
+    assert all(r.data.tags.get(Tag.GATE_VALIDATION) == "failed" for r in runs)
+    assert not any(a.path == "adapter" for r in runs for a in _client().list_artifacts(r.info.run_id))
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["data.path=/nonexistent/data.csv"], "data file not found"),
+        (["data.text_column=body"], "column(s) ['body'] not in the data"),
+        (["model.base=/nonexistent/model"], "base model not found"),
+        (["peft.r=0"], "peft.r must be a positive integer"),
+        (["data.labels=[billing, technical]"], "label_in_set"),
+    ],
+)
+def test_bad_input_exits_2_with_one_clear_message_and_nothing_registered(prefect_harness, state_home, tickets_csv,
+                                                                         tiny_bert, capsys, extra, fragment):
+    code = main(_args(tickets_csv, tiny_bert, *extra))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert fragment in err
+    assert err.count("adaptrail: error:") == 1
+    assert _versions("support-ticket-router") == []

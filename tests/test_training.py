@@ -1,0 +1,99 @@
+"""Training on a tiny random-init BERT: base frozen, adapter-only artifact, digest integrity, reload fidelity."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.adapter import recompute_digest, read_metadata, save_adapter
+from tasks.config import ModelConfig, PeftConfig, TrainingConfig
+from tasks.errors import InputError
+from tasks.model import (count_parameters, load_classifier, load_tokenizer, resolve_base_model, weights_digest,
+                         wrap_with_peft)
+from tasks.names import ADAPTER_MANIFEST
+from tasks.tiny_model import build_tiny_bert
+from tasks.training import encode, make_batches, predict_logits, train
+
+POS = ["great service thanks", "love it works well", "very happy with the fix", "excellent quick answer"]
+NEG = ["broken again and slow", "terrible support never answered", "still not working", "awful slow refund"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = build_tiny_bert(tmp_path_factory.mktemp("tiny"), POS + NEG)
+    return resolve_base_model(ModelConfig(base=str(path)))
+
+
+def _model(base, **peft):
+    model, fresh = load_classifier(base, ModelConfig(base=base.path), ["neg", "pos"])
+    return wrap_with_peft(model, PeftConfig(**peft), "sequence_classification", fresh)
+
+
+def test_base_is_pinned_by_weight_digest(base, tmp_path):
+    assert base.revision == "local" and len(base.digest) == 64
+    assert weights_digest(Path(base.path)) == base.digest
+    with pytest.raises(InputError, match="base model not found"):
+        resolve_base_model(ModelConfig(base=str(tmp_path / "missing")))
+
+
+def test_lora_freezes_the_base_and_learns(base):
+    torch.manual_seed(0)
+    model = _model(base, r=4, target_modules=["query", "value"])
+    trainable, total = count_parameters(model)
+    assert 0 < trainable < total * 0.2
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    tok = load_tokenizer(base, ModelConfig(base=base.path))
+    enc = encode(tok, (POS + NEG) * 8, ([1] * 4 + [0] * 4) * 8, 32)
+    stats = train(model, enc, enc, tok.pad_token_id, TrainingConfig(epochs=6, batch_size=8, learning_rate=1e-2, seed=3),
+                  evaluate=lambda logits: {"accuracy": float((logits.argmax(1) == np.array(enc.labels)).mean())})
+    assert stats.history[-1]["train_loss"] < stats.history[0]["train_loss"]
+    assert stats.history[-1]["val_accuracy"] >= 0.9
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"base weight {n} changed"
+
+
+def test_bad_target_modules_name_the_available_layers(base):
+    with pytest.raises(InputError, match="its linear layers are"):
+        _model(base, target_modules=["q_proj"])
+
+
+def test_adapter_artifact_is_small_digested_and_reloads_identically(base, tmp_path):
+    from peft import PeftModel
+
+    torch.manual_seed(0)
+    model = _model(base, r=2)
+    out = tmp_path / "adapter"
+    digest = save_adapter(model, out, {"labels": ["neg", "pos"]})
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["adapter_config.json", "adapter_model.safetensors", "adaptrail.json", ADAPTER_MANIFEST]
+    assert recompute_digest(out) == digest and read_metadata(out)["labels"] == ["neg", "pos"]
+    # reload: base + adapter gives the same logits as the trained model
+    tok = load_tokenizer(base, ModelConfig(base=base.path))
+    enc = encode(tok, POS + NEG, [0] * 8, 32)
+    fresh_base, _ = load_classifier(base, ModelConfig(base=base.path), ["neg", "pos"])
+    reloaded = PeftModel.from_pretrained(fresh_base, str(out))
+    np.testing.assert_allclose(predict_logits(model, enc, tok.pad_token_id, 4),
+                               predict_logits(reloaded, enc, tok.pad_token_id, 4), atol=1e-5)
+    # one flipped byte changes the digest
+    weights = out / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert recompute_digest(out) != digest
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    import random
+
+    lengths = [random.Random(i).randint(3, 120) for i in range(1000)]
+    grouped = make_batches(lengths, 16, random.Random(0), True)
+    plain = make_batches(lengths, 16, random.Random(0), False)
+    assert sorted(i for b in grouped for i in b) == list(range(1000))
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    assert padded(grouped) < 0.75 * padded(plain)
+    assert make_batches(lengths, 16, random.Random(0), True) == grouped  # seeded
