@@ -11,7 +11,7 @@ from typing import Any
 
 import tasks  # noqa: F401  (environment defaults first)
 from tasks import state
-from tasks.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
+from tasks.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -51,6 +51,106 @@ def cmd_example_data(args: argparse.Namespace) -> int:
     print(f"wrote {path}")
     return EXIT_OK
 
+# --- approvals and verified loading (tasks/approvals.py, tasks/loader.py) --------------------------------
+
+
+def _policy(args: argparse.Namespace):
+    """Allow-list, review period and keys: from --config when given, else the environment (ADAPTRAIL_APPROVERS)."""
+    from tasks.approvals import Policy
+
+    if getattr(args, "approval_config", None):
+        from tasks.config import load_config
+
+        config = load_config(args.approval_config)
+        return Policy.resolve(config.approval, config.registry.review_period_days)
+    return Policy.resolve()
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from tasks import approvals
+
+    decide = {"approve": approvals.approve, "reject": approvals.reject, "revoke": approvals.revoke,
+              "review": approvals.review}[args.command]
+    extra = {"override": args.override, "second_approver": args.second_approver} if args.command in (
+        "approve", "review") else {}
+    decision = decide(args.model, args.version, args.identity or state.current_user(), args.reason,
+                      policy=_policy(args), **extra)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2))
+        return EXIT_OK
+    for fixed in decision.repaired:
+        print(f"adaptrail: repaired from the ledger: {fixed}")
+    seq = f" (ledger seq {decision.seq})" if decision.seq else ""
+    print(f"adaptrail: {decision.model} v{decision.version}: {decision.message}{seq}")
+    return EXIT_OK
+
+
+def _ref(model: str, version: str | None) -> str:
+    if version is None:
+        return model
+    return f"{model}{version}" if version.startswith("@") else f"{model}/{version}"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tasks.loader import verify
+
+    report = verify(_ref(args.model, args.version), policy=_policy(args))
+    if args.json:
+        print(json.dumps({"model": report.model, "version": report.version, "ok": report.ok,
+                          "checks": [vars(c) for c in report.checks]}, indent=2))
+    else:
+        print(report.to_text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tasks.loader import predict
+
+    results = predict(args.ref, args.texts, policy=_policy(args))
+    if args.json:
+        print(json.dumps([{"text": t, **r} for t, r in zip(args.texts, results)], indent=2))
+    else:
+        for text, r in zip(args.texts, results):
+            print(f"{r['label']}\t{r['proba']:.3f}\t{text}")
+    return EXIT_OK
+
+
+def _add_approval_commands(sub) -> None:
+    for name, what in (("approve", "approve a version and make it champion"),
+                       ("reject", "reject a pending version"),
+                       ("revoke", "withdraw an approval (removes alias champion; names a successor)"),
+                       ("review", "re-review an approved or expired version (renews review.due)")):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("model", help="registered model name, e.g. support-ticket-router")
+        cmd.add_argument("version", help="version number")
+        cmd.add_argument("--reason", required=True, help="why; recorded in the approval ledger")
+        cmd.add_argument("--as", dest="identity", default=None, metavar="IDENTITY",
+                         help="decide as this identity (service accounts); default $ADAPTRAIL_USER or OS user")
+        if name in ("approve", "review"):
+            cmd.add_argument("--override", action="store_true", help="approve although a gate failed")
+            cmd.add_argument("--second-approver", default=None, metavar="ID",
+                             help="a second, distinct approver confirming an --override")
+        cmd.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
+                         help="read approval.* and registry.review_period_days from this YAML (default: environment)")
+        cmd.add_argument("--json", action="store_true", help="print the decision as JSON")
+        cmd.set_defaults(func=cmd_decide)
+
+    ver = sub.add_parser("verify", help="check an adapter's digests, approval, ledger and signature")
+    ver.add_argument("model", help="model name, or a full reference such as support-ticket-router@champion")
+    ver.add_argument("version", nargs="?", default=None, help="VERSION or @alias")
+    ver.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
+                     help="read approval.public_key from this YAML (default: $ADAPTRAIL_PUBLIC_KEY)")
+    ver.add_argument("--json", action="store_true", help="print the checks as JSON")
+    ver.set_defaults(func=cmd_verify)
+
+    pred = sub.add_parser("predict", help="classify texts with a verified adapter, e.g. MODEL@champion")
+    pred.add_argument("ref", help="MODEL@alias, MODEL/VERSION or models:/MODEL@champion")
+    pred.add_argument("texts", nargs="+", metavar="TEXT")
+    pred.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
+                     help="read approval.public_key from this YAML (default: $ADAPTRAIL_PUBLIC_KEY)")
+    pred.add_argument("--json", action="store_true", help="print label, proba and scores per text as JSON")
+    pred.set_defaults(func=cmd_predict)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptrail", description="Governed PEFT adapters: train, gate, register, audit.")
@@ -70,12 +170,36 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rows", type=int, default=3000)
     ex.add_argument("--seed", type=int, default=7)
     ex.set_defaults(func=cmd_example_data)
+
+    _add_approval_commands(sub)
     return p
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (not the stream of the first call)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("adaptrail").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True)
+    _configure_logging(args.verbose)
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         code = args.func(args)

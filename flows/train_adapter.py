@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.review_adapter import request_approval
 from tasks import state
 from tasks.config import Config
 from tasks.steps import (bias_gate, build_summary, close_run, evaluate_adapter, evaluate_champion, load_data,
@@ -34,4 +35,7 @@ def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[
         close_run(ctx.run_id, ok, ctx.workdir)
     summary = build_summary(ctx, trained, evaluation, decisions, registered)
     publish_summary(summary)
+    if config.approval.in_flow:
+        summary["approval"] = request_approval(registered.model, registered.version, config.approval,
+                                               config.registry.review_period_days)
     return summary

@@ -304,6 +304,11 @@ def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> None:
     golden = (raw.get("gates") or {}).get("regression") if isinstance(raw.get("gates"), dict) else None
     if isinstance(golden, dict) and isinstance(golden.get("golden_path"), str) and not Path(golden["golden_path"]).is_absolute():
         golden["golden_path"] = str((base_dir / golden["golden_path"]).resolve())
+    approval = raw.get("approval")
+    if isinstance(approval, dict):
+        for key in ("public_key", "private_key"):
+            if isinstance(approval.get(key), str) and not Path(approval[key]).expanduser().is_absolute():
+                approval[key] = str((base_dir / approval[key]).resolve())
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("base"), str):
         base = model["base"]

@@ -73,3 +73,4 @@ ADAPTER_METADATA = "adaptrail.json"
 # Run tags (on the MLflow run, not the model version).
 RUN_TAG_FLOW_RUN_ID = TAG_PREFIX + "flow_run_id"
 RUN_TAG_STAGE = TAG_PREFIX + "stage"
+RUN_TAG_CHAMPION = TAG_PREFIX + "compared_with_champion"  # the champion version the gates compared against

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import adapter as adapter_io
+from tasks import approvals
 from tasks import registry, reports, state
 from tasks.config import Config
 from tasks.data import DatasetSplits, load_dataset_splits
@@ -23,7 +24,7 @@ from tasks.evaluation import Evaluation, encoded_split, evaluate, predict_proba
 from tasks.lineage import code_version, flow_run_id
 from tasks.model import BaseModelRef, count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 from tasks.names import (ALIAS_CANDIDATE, ARTIFACT_ADAPTER, ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION,
-                         RUN_TAG_FLOW_RUN_ID, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
+                         RUN_TAG_CHAMPION, RUN_TAG_FLOW_RUN_ID, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
 from tasks.regression import classification_metrics
 from tasks import gates
 from tasks.training import TrainStats, seed_everything, train
@@ -183,8 +184,15 @@ def evaluate_adapter(ctx: RunContext, trained: TrainedAdapter) -> Evaluation:
 
 @step(name="evaluate-champion")
 def evaluate_champion(ctx: RunContext) -> gates.ChampionEvidence | None:
-    """The current champion (if any) scored on this run's test split; None before the first approval."""
-    return None
+    """The current champion (if any), loaded through the verified loader and scored on this run's test split."""
+    evidence = gates.load_champion(ctx.config.registry.model_name, ctx.splits, ctx.config.training.eval_batch_size)
+    if evidence is not None:
+        c = registry.client()
+        registry.set_run_tags(c, ctx.run_id, {RUN_TAG_CHAMPION: evidence.version})
+        if evidence.usable:
+            registry.log_metrics(c, ctx.run_id, {f"champion_test_{k}": evidence.test_metrics[k]
+                                                 for k in ("accuracy", "macro_f1")})
+    return evidence
 
 
 def _log_gate(ctx: RunContext, decision: GateDecision) -> GateDecision:
@@ -263,6 +271,12 @@ def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation, d
         description=f"{ctx.config.peft.method} adapter on {ctx.base.id}; test macro-F1 "
                     f"{evaluation.metrics['test']['macro_f1']:.4f}",
     )
+    approvals.record_registration(
+        mv.name, mv.version, tags[Tag.APPROVAL_STATUS], {d.gate: str(d.outcome) for d in decisions},
+        {"gates": {d.gate: {"outcome": str(d.outcome), "reason": d.reason} for d in decisions},
+         "adapter_digest": trained.digest, "dataset_digest": ctx.splits.digest,
+         "test_macro_f1": float(evaluation.metrics["test"]["macro_f1"] or 0.0), "run_id": ctx.run_id},
+        actor=ctx.requested_by)
     if tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING:
         registry.set_alias(c, ctx.config.registry.model_name, ALIAS_CANDIDATE, mv.version)
     registry.set_run_tags(c, ctx.run_id, {RUN_TAG_STAGE: "registered"})

@@ -1,0 +1,323 @@
+"""Approval decisions: allow-list, separation of duties, override, idempotency, champion, expiry, and the ledger
+being the record that MLflow tags are repaired from."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tasks import approvals, registry
+from tasks.approvals import DecisionRefused, Policy
+from tasks.errors import EXIT_BAD_INPUT
+from tasks.ledger import Ledger
+from tasks.names import ALIAS_CANDIDATE, ALIAS_CHAMPION, GATES, Tag
+
+MODEL = "router"
+REQUESTER = "carol"
+POLICY = Policy(approvers=("alice", "bob", "carol", "dave"), source="test")
+NOW = datetime(2026, 1, 10, 9, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory):
+    """An MLflow database with its tables already created (creating them takes seconds per test otherwise)."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTRAIL_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        registry.client().search_registered_models()
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home / "mlflow.db"
+
+
+@pytest.fixture
+def home(state_home, mlflow_db):
+    state_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_db, state_home / "mlflow.db")
+    return state_home
+
+
+@pytest.fixture
+def cli():
+    """``adaptrail`` in-process; its logging setup (bound to this test's captured stderr) is undone afterwards."""
+    import logging
+
+    from flows.cli import main
+
+    loggers = [logging.getLogger(), logging.getLogger("adaptrail")]
+    saved = [(lg, lg.handlers[:], lg.level) for lg in loggers]
+    yield main
+    for lg, handlers, level in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+
+
+def seed(failed: tuple[str, ...] = (), requester: str = REQUESTER, ledger: bool = True, candidate: bool = True) -> str:
+    """Register a version with the tags the flow's register step writes (and its ledger events)."""
+    c = registry.client()
+    run_id = registry.start_run(c, "tests", "seed", {})
+    gates = {g: "failed" if g in failed else "passed" for g in GATES}
+    status = "rejected" if failed else "pending"
+    tags = {Tag.APPROVAL_STATUS: status, Tag.APPROVAL_BY: "adaptrail/gates",
+            Tag.APPROVAL_AT: NOW.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
+            Tag.REVIEW_DUE: "2026-07-11", Tag.REQUESTED_BY: requester, Tag.ADAPTER_DIGEST: "a" * 64,
+            Tag.BASE_MODEL: "tiny", Tag.BASE_MODEL_DIGEST: "b" * 64, Tag.BASE_MODEL_REVISION: "local",
+            Tag.DATASET_DIGEST: "d" * 64} | {Tag.gate(g): o for g, o in gates.items()}
+    mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), tags)
+    if candidate and not failed:
+        registry.set_alias(c, MODEL, ALIAS_CANDIDATE, mv.version)
+    if ledger:
+        approvals.record_registration(MODEL, mv.version, status, gates, {"gates": gates}, requester, now=NOW)
+    return str(mv.version)
+
+
+def tags(version: str) -> dict[str, str]:
+    return registry.client().get_model_version(MODEL, version).tags
+
+
+def champion() -> str | None:
+    mv = registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION)
+    return str(mv.version) if mv else None
+
+
+def events(version: str | None = None):
+    with Ledger() as led:
+        return led.events(model=MODEL, version=version)
+
+
+def refused(rule: str, fn, *args, **kwargs) -> DecisionRefused:
+    with pytest.raises(DecisionRefused) as info:
+        fn(*args, **kwargs)
+    assert info.value.rule == rule, str(info.value)
+    assert info.value.exit_code == EXIT_BAD_INPUT
+    return info.value
+
+
+def test_approval_moves_champion_and_sets_tags(home):
+    v1, v2 = seed(), seed()
+    first = approvals.approve(MODEL, v1, "alice", "beats baseline", now=NOW, policy=POLICY)
+    assert first.changed and first.status == "approved" and champion() == v1
+    later = NOW + timedelta(days=3)
+    second = approvals.approve(MODEL, v2, "bob", "better on every group", now=later, policy=POLICY)
+    assert second.champion == v2 and champion() == v2 and "was v1" in second.message
+    t = tags(v2)
+    assert t[Tag.APPROVAL_STATUS] == "approved" and t[Tag.APPROVAL_BY] == "bob"
+    assert t[Tag.APPROVAL_AT] == later.isoformat(timespec="seconds")
+    assert t[Tag.APPROVAL_REASON] == "better on every group"
+    assert t[Tag.REVIEW_DUE] == (later + timedelta(days=182)).date().isoformat()
+    assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CANDIDATE) is None  # no longer awaiting
+    last = events(v2)[-1]
+    assert (last.action, last.actor, last.seq) == ("approved", "bob", second.seq)
+    assert last.extra["previous_champion"] == v1 and last.extra["allow_list"] == "test"
+    assert approvals.tag_ledger_disagreements(MODEL, v1) == [] == approvals.tag_ledger_disagreements(MODEL, v2)
+
+
+@pytest.mark.parametrize("approver", [REQUESTER, "Carol ", "CAROL"])
+def test_self_approval_is_refused(home, approver):
+    v = seed()
+    err = refused("separation-of-duties", approvals.approve, MODEL, v, approver, "mine is great", policy=POLICY)
+    assert "requested the training run" in str(err)
+    assert [e.action for e in events(v)] == ["registered"] and tags(v)[Tag.APPROVAL_STATUS] == "pending"
+
+
+def test_approver_must_be_on_the_allow_list(home, monkeypatch):
+    v = seed()
+    err = refused("allow-list", approvals.approve, MODEL, v, "mallory", "trust me", policy=POLICY)
+    assert "'mallory' is not on the approver allow-list" in str(err)
+    refused("allow-list", approvals.approve, MODEL, v, "alice", "ok", policy=Policy())  # nothing configured
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", " erin, frank ,")
+    assert Policy.resolve().approvers == ("erin", "frank")
+    refused("allow-list", approvals.approve, MODEL, v, "alice", "ok")
+    assert approvals.approve(MODEL, v, "Erin", "ok").status == "approved"
+    assert events(v)[-1].extra["allow_list"] == "env ADAPTRAIL_APPROVERS"
+
+
+def test_a_reason_is_required(home):
+    v = seed()
+    refused("reason", approvals.approve, MODEL, v, "alice", "  ", policy=POLICY)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({}, "override"),
+        ({"override": True}, "second-approver"),
+        ({"override": True, "second_approver": "ALICE"}, "second-approver"),
+        ({"override": True, "second_approver": REQUESTER}, "separation-of-duties"),
+        ({"override": True, "second_approver": "mallory"}, "allow-list"),
+    ],
+    ids=["no-override", "no-second", "same-person", "second-is-requester", "second-not-allowed"],
+)
+def test_failed_gates_need_an_override_confirmed_by_a_second_approver(home, kwargs, rule):
+    v = seed(failed=("bias",))
+    refused(rule, approvals.approve, MODEL, v, "alice", "business needs it", policy=POLICY, **kwargs)
+    assert [e.action for e in events(v)] == ["registered", "gate_failed"] and champion() is None
+
+
+def test_override_records_both_approvers(home):
+    v = seed(failed=("bias", "regression"))
+    d = approvals.approve(MODEL, v, "alice", "accepted risk, see ticket 42", override=True, second_approver="bob",
+                          now=NOW, policy=POLICY)
+    assert (d.action, d.status, champion()) == ("overridden", "approved", v)
+    last = events(v)[-1]
+    assert last.action == "overridden" and last.extra["approvers"] == ["alice", "bob"]
+    assert last.extra["failed_gates"] == ["bias", "regression"]
+    assert tags(v)[Tag.APPROVAL_BY] == "alice, bob"
+
+
+def test_a_gate_failure_hidden_by_editing_tags_still_needs_an_override(home):
+    v = seed(failed=("bias",))
+    c = registry.client()
+    c.set_model_version_tag(MODEL, v, Tag.GATE_BIAS, "passed")
+    c.set_model_version_tag(MODEL, v, Tag.APPROVAL_STATUS, "pending")
+    refused("override", approvals.approve, MODEL, v, "alice", "looks fine", policy=POLICY)
+    assert tags(v)[Tag.GATE_BIAS] == "failed"  # repaired from the ledger by the refused call's reconcile
+
+
+def test_double_approval_is_idempotent(home):
+    v = seed()
+    first = approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
+    again = approvals.approve(MODEL, v, "alice", "good", now=NOW + timedelta(hours=1), policy=POLICY)
+    assert first.changed and not again.changed and again.seq is None
+    assert [e.action for e in events(v)] == ["registered", "approved"]
+    assert tags(v)[Tag.APPROVAL_AT] == NOW.isoformat(timespec="seconds")
+
+
+def test_hand_edited_tags_are_reported_and_repaired_by_the_next_decision(home):
+    v1, v2 = seed(), seed()
+    approvals.approve(MODEL, v1, "alice", "good", now=NOW, policy=POLICY)
+    c = registry.client()
+    c.set_model_version_tag(MODEL, v2, Tag.APPROVAL_STATUS, "approved")
+    c.set_model_version_tag(MODEL, v2, Tag.ADAPTER_DIGEST, "f" * 64)
+    registry.set_alias(c, MODEL, ALIAS_CHAMPION, v2)
+
+    found = approvals.tag_ledger_disagreements(MODEL, v2)
+    assert any(Tag.APPROVAL_STATUS in f and "'approved' in MLflow but 'pending' in the ledger" in f for f in found)
+    assert any(Tag.ADAPTER_DIGEST in f for f in found)
+    assert any(f"alias {ALIAS_CHAMPION} points to v{v2}" in f for f in found)
+    assert any("but the ledger's last approval makes v1 champion" in f
+               for f in approvals.tag_ledger_disagreements(MODEL, v1))
+
+    d = approvals.reject(MODEL, v2, "bob", "not convinced", now=NOW, policy=POLICY)
+    assert len(d.repaired) == 3 and d.status == "rejected"
+    assert tags(v2)[Tag.ADAPTER_DIGEST] == "a" * 64 and champion() == v1
+    assert approvals.tag_ledger_disagreements(MODEL, v2) == [] == approvals.tag_ledger_disagreements(MODEL, v1)
+
+
+def test_an_interrupted_decision_is_repaired_by_the_next_call(home, monkeypatch):
+    """A crash after the ledger append and before the tags: the next call finishes it."""
+    v = seed()
+
+    def crash(*args):
+        raise RuntimeError("MLflow went away")
+
+    with monkeypatch.context() as mp, pytest.raises(RuntimeError):
+        mp.setattr(approvals, "_mirror", crash)
+        approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
+    assert events(v)[-1].action == "approved"  # the ledger was written first
+    assert tags(v)[Tag.APPROVAL_STATUS] == "pending" and champion() is None
+    assert approvals.tag_ledger_disagreements(MODEL, v)
+
+    again = approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
+    assert not again.changed and again.repaired  # finished, not recorded twice
+    assert tags(v)[Tag.APPROVAL_STATUS] == "approved" and champion() == v
+    assert [e.action for e in events(v)] == ["registered", "approved"]
+    assert approvals.tag_ledger_disagreements(MODEL, v) == []
+
+
+def test_revoke_removes_champion_and_names_the_successor(home):
+    v1, v2, v3 = seed(), seed(), seed()
+    approvals.approve(MODEL, v1, "alice", "first", now=NOW, policy=POLICY)
+    approvals.approve(MODEL, v2, "alice", "second", now=NOW + timedelta(days=1), policy=POLICY)
+    d = approvals.revoke(MODEL, v2, "bob", "leaks PII", now=NOW + timedelta(days=2), policy=POLICY)
+    assert d.status == "revoked" and champion() is None  # not silently moved
+    assert d.successor == v1 and f"adaptrail approve {MODEL} {v1}" in d.message
+    refused("not-approved", approvals.revoke, MODEL, v3, "bob", "x", policy=POLICY)
+    refused("revoked", approvals.approve, MODEL, v2, "alice", "again", policy=POLICY)
+    assert not approvals.revoke(MODEL, v2, "bob", "again", policy=POLICY).changed
+
+    # The named successor becomes champion only when someone approves it.
+    back = approvals.approve(MODEL, v1, "alice", "reinstate", now=NOW + timedelta(days=2), policy=POLICY)
+    assert back.changed and champion() == v1
+    last = approvals.revoke(MODEL, v1, "bob", "retire", now=NOW + timedelta(days=3), policy=POLICY)
+    assert last.successor is None and "nothing is champion" in last.message
+
+
+def test_reject_rules(home):
+    v1, v2 = seed(), seed()
+    approvals.approve(MODEL, v1, "alice", "good", now=NOW, policy=POLICY)
+    refused("use-revoke", approvals.reject, MODEL, v1, "bob", "changed my mind", policy=POLICY)
+    assert approvals.reject(MODEL, v2, REQUESTER, "withdrawn by its requester", policy=POLICY).changed
+    assert not approvals.reject(MODEL, v2, "bob", "no", policy=POLICY).changed
+
+
+def test_overdue_approvals_expire_and_a_review_renews_them(home):
+    v = seed()
+    approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
+    assert approvals.expire_overdue(MODEL, now=NOW + timedelta(days=182)) == []  # due day itself is still valid
+    later = NOW + timedelta(days=183)
+    (expired,) = approvals.expire_overdue(MODEL, now=later)
+    assert (expired.version, expired.status, expired.actor) == (v, "expired", approvals.ACTOR_EXPIRY)
+    assert tags(v)[Tag.APPROVAL_STATUS] == "expired" and champion() == v
+    assert approvals.approved_versions(MODEL, now=later) == []
+
+    refused("separation-of-duties", approvals.review, MODEL, v, REQUESTER, "still fine", policy=POLICY)
+    renewed = approvals.review(MODEL, v, "dave", "re-checked on fresh data", now=later, policy=POLICY)
+    assert renewed.action == "reviewed" and tags(v)[Tag.APPROVAL_STATUS] == "approved"
+    assert tags(v)[Tag.REVIEW_DUE] == (later + timedelta(days=182)).date().isoformat()
+    assert approvals.expire_overdue(MODEL, now=later) == []
+    assert [e.action for e in events(v)] == ["registered", "approved", "expired", "reviewed"]
+
+
+def test_record_registration_is_idempotent_per_version(home):
+    v = seed(failed=("bias",))
+    gates = {"validation": "passed", "bias": "failed", "regression": "passed"}
+    assert approvals.record_registration(MODEL, v, "rejected", gates, {"gates": gates}, REQUESTER) == []
+    assert [e.action for e in events(v)] == ["registered", "gate_failed"]
+    assert events(v)[1].extra["gate"] == "bias"
+    with pytest.raises(approvals.InputError, match="pending or rejected"):
+        approvals.record_registration(MODEL, v, "approved", gates, {}, REQUESTER)
+
+
+def test_a_version_missing_from_the_ledger_is_backfilled_never_as_approved(home):
+    v = seed(ledger=False)
+    registry.client().set_model_version_tag(MODEL, v, Tag.APPROVAL_STATUS, "approved")  # claims, not a record
+    assert approvals.tag_ledger_disagreements(MODEL, v) == [f"{MODEL} v{v} has no ledger events (registered "
+                                                            "outside adaptrail, or another ledger)"]
+    d = approvals.approve(MODEL, v, "alice", "first real approval", now=NOW, policy=POLICY)
+    assert d.changed and [e.actor for e in events(v)] == [approvals.ACTOR_BACKFILL, "alice"]
+    assert events(v)[0].extra["tags"][Tag.APPROVAL_STATUS] == "pending"
+
+
+def test_unknown_version_is_bad_input(home):
+    seed()
+    with pytest.raises(approvals.InputError, match="not in the MLflow registry"):
+        approvals.approve(MODEL, "99", "alice", "x", policy=POLICY)
+
+
+def test_a_ledger_row_edited_in_the_database_is_named(home):
+    v = seed()
+    approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
+    con = sqlite3.connect(home / "ledger.db")
+    with con:
+        con.execute("UPDATE approval_ledger SET actor = 'alice' WHERE seq = 1")
+    con.close()
+    with Ledger() as led:
+        report = led.verify()
+    assert report.first_broken_seq == 1 and "row seq=1" in report.problem
+
+
+def test_cli_decisions_use_the_environment_identity_and_exit_2_when_refused(home, monkeypatch, capsys, cli):
+    v = seed()
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,carol")
+    monkeypatch.setenv("ADAPTRAIL_USER", REQUESTER)
+    assert cli(["approve", MODEL, v, "--reason", "my own"]) == EXIT_BAD_INPUT
+    assert "refused (separation-of-duties)" in capsys.readouterr().err
+    assert cli(["approve", MODEL, v, "--reason", "reviewed the reports", "--as", "alice"]) == 0
+    assert f"{MODEL} v{v}: approved; alias champion -> v{v}" in capsys.readouterr().out
+    assert events(v)[-1].actor == "alice" and champion() == v
+    assert cli(["revoke", MODEL, v, "--reason", "bad", "--as", "mallory"]) == EXIT_BAD_INPUT
+    assert "not on the approver allow-list" in capsys.readouterr().err

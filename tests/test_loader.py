@@ -1,0 +1,246 @@
+"""Verified loading on a real (tiny) LoRA adapter: every check must pass before base + adapter are loaded."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks import approvals, loader, registry
+from tasks.adapter import save_adapter
+from tasks.approvals import Policy
+from tasks.config import ModelConfig, PeftConfig
+from tasks.errors import EXIT_BAD_INPUT, InputError
+from tasks.evaluation import predict_proba
+from tasks.loader import LoadRefused
+from tasks.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
+from tasks.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.tiny_model import build_tiny_bert
+
+MODEL = "router"
+LABELS = ["billing", "tech"]
+TEXTS = ["refund my invoice please", "the app crashes on start", "charged twice this month", "login page is broken"]
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory):
+    """An MLflow database with its tables already created (creating them takes seconds per test otherwise)."""
+    home = tmp_path_factory.mktemp("mlflow-template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTRAIL_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        registry.client().search_registered_models()
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home / "mlflow.db"
+
+
+@pytest.fixture
+def home(state_home, mlflow_db):
+    state_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_db, state_home / "mlflow.db")
+    return state_home
+
+
+@pytest.fixture
+def cli():
+    """``adaptrail`` in-process; its logging setup (bound to this test's captured stderr) is undone afterwards."""
+    import logging
+
+    from flows.cli import main
+
+    loggers = [logging.getLogger(), logging.getLogger("adaptrail")]
+    saved = [(lg, lg.handlers[:], lg.level) for lg in loggers]
+    yield main
+    for lg, handlers, level in saved:
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny base and a LoRA adapter for it, saved the way the train step saves it; plus its in-memory model."""
+    base = resolve_base_model(ModelConfig(base=str(build_tiny_bert(tmp_path_factory.mktemp("base"), TEXTS))))
+    torch.manual_seed(0)
+    model, fresh = load_classifier(base, ModelConfig(base=base.path), LABELS)
+    model = wrap_with_peft(model, PeftConfig(r=2), "sequence_classification", fresh)
+    model.eval()
+    adapter_dir = tmp_path_factory.mktemp("adapter") / "adapter"
+    meta = {"task": "sequence_classification", "labels": LABELS, "max_length": 32, "base_model": base.to_dict(),
+            "trust_remote_code": False}
+    digest = save_adapter(model, adapter_dir, meta)
+    proba = predict_proba(model, load_tokenizer(base, ModelConfig(base=base.path)), TEXTS, 32)
+    return {"base": base, "dir": adapter_dir, "digest": digest, "proba": proba}
+
+
+def register(trained, approve: bool = True, base_digest: str | None = None) -> str:
+    """Log the adapter to a run, register it with the flow's tags and ledger event, and (by default) approve it."""
+    c = registry.client()
+    run_id = registry.start_run(c, "tests", "train", {})
+    registry.log_path(c, run_id, trained["dir"], "adapter")
+    gates = {g: "passed" for g in GATES}
+    base = trained["base"]
+    tags = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
+            Tag.APPROVAL_AT: NOW.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
+            Tag.REVIEW_DUE: "2099-01-01", Tag.REQUESTED_BY: "carol", Tag.ADAPTER_DIGEST: trained["digest"],
+            Tag.BASE_MODEL: base.id, Tag.BASE_MODEL_REVISION: base.revision,
+            Tag.BASE_MODEL_DIGEST: base_digest or base.digest, Tag.DATASET_DIGEST: "d" * 64} | \
+        {Tag.gate(g): o for g, o in gates.items()}
+    mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), tags)
+    approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=NOW)
+    if approve:
+        approvals.approve(MODEL, mv.version, "alice", "good", now=NOW, policy=Policy(("alice", "bob")))
+    return str(mv.version)
+
+
+def stored_adapter(version: str) -> Path:
+    return registry.local_path_of(registry.client().get_model_version(MODEL, version).source)
+
+
+def failed(report) -> dict[str, str]:
+    return {c.name: c.detail for c in report.checks if not c.ok}
+
+
+def test_an_approved_adapter_verifies_and_predicts_like_the_trained_model(home, trained):
+    v = register(trained)
+    report = loader.verify(f"models:/{MODEL}@{ALIAS_CHAMPION}")
+    assert report.ok, report.to_text()
+    assert report.version == v and [c.name for c in report.checks] == ["ledger", "tags", "approval", "adapter",
+                                                                       "base_model"]
+    out = loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
+    assert [o["label"] for o in out] == [LABELS[i] for i in trained["proba"].argmax(1)]
+    np.testing.assert_allclose([[o["scores"][l] for l in LABELS] for o in out], trained["proba"], atol=1e-5)
+    assert all(o["proba"] == max(o["scores"].values()) for o in out)
+
+
+def test_a_flipped_byte_in_an_adapter_file_is_refused(home, trained):
+    v = register(trained)
+    weights = stored_adapter(v) / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    report = loader.verify(f"{MODEL}/{v}")
+    assert set(failed(report)) == {"adapter"}
+    assert "file adapter_model.safetensors changed" in failed(report)["adapter"]
+    with pytest.raises(LoadRefused, match="adapter digest mismatch") as info:
+        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
+    assert info.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_an_edited_manifest_and_tag_do_not_hide_a_swapped_adapter(home, trained):
+    """Rewriting the manifest and adapter.digest together still disagrees with the digest the ledger recorded."""
+    from tasks.adapter import write_manifest
+
+    v = register(trained)
+    folder = stored_adapter(v)
+    (folder / "adaptrail.json").write_text('{"labels": ["billing", "tech"], "max_length": 32}\n')
+    new_digest = write_manifest(folder)
+    registry.client().set_model_version_tag(MODEL, v, Tag.ADAPTER_DIGEST, new_digest)
+    problems = failed(loader.verify(f"{MODEL}/{v}"))
+    assert {"tags", "adapter"} <= set(problems) and Tag.ADAPTER_DIGEST in problems["tags"]
+
+
+def test_a_different_base_model_is_refused(home, trained):
+    v = register(trained, base_digest="0" * 64)
+    with pytest.raises(LoadRefused, match="base mismatch: .* the adapter was trained on 0000"):
+        loader.load_verified(f"{MODEL}/{v}")
+
+
+def test_a_ledger_row_edited_in_the_database_is_named(home, trained):
+    v = register(trained)
+    con = sqlite3.connect(home / "ledger.db")
+    with con:
+        con.execute("UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 2")
+    con.close()
+    problems = failed(loader.verify(f"{MODEL}/{v}"))
+    assert set(problems) == {"ledger"} and problems["ledger"].startswith("row seq=2:")
+    with pytest.raises(LoadRefused, match="ledger problem: row seq=2"):
+        loader.predict(f"{MODEL}/{v}", TEXTS)
+
+
+def test_tags_changed_by_hand_are_refused(home, trained):
+    v = register(trained, approve=False)
+    registry.client().set_model_version_tag(MODEL, v, Tag.APPROVAL_STATUS, "approved")
+    problems = failed(loader.verify(f"{MODEL}/{v}"))
+    assert set(problems) == {"tags", "approval"}  # the ledger, not the tag, decides: still pending
+    assert problems["approval"] == "not approved: status is pending"
+
+
+def test_an_expired_approval_is_refused_by_predict(home, trained):
+    register(trained)
+    later = NOW + timedelta(days=183)
+    with pytest.raises(LoadRefused, match="expired: review was due"):
+        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS, now=later)
+    approvals.expire_overdue(MODEL, now=later)
+    with pytest.raises(LoadRefused, match="expired"):
+        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS, now=later)
+
+
+def test_signed_manifest_is_checked_when_a_public_key_is_configured(home, trained, tmp_path):
+    from tasks.signing import TAG_SIGNATURE, generate_keypair
+
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
+    unsigned = register(trained)
+    signer = Policy(("alice",), private_key=str(tmp_path / "k.pem"))
+    v = register(trained, approve=False)
+    approvals.approve(MODEL, v, "alice", "signed", now=NOW, policy=signer)
+    assert TAG_SIGNATURE in registry.client().get_model_version(MODEL, v).tags
+
+    assert loader.verify(f"{MODEL}/{v}", policy=Policy(public_key=str(tmp_path / "k.pub"))).ok
+    wrong_key = failed(loader.verify(f"{MODEL}/{v}", policy=Policy(public_key=str(tmp_path / "other.pub"))))
+    assert set(wrong_key) == {"signature"} and "signed by key" in wrong_key["signature"]
+    with pytest.raises(LoadRefused, match="bad signature: .*unsigned"):
+        loader.load_verified(f"{MODEL}/{unsigned}", policy=Policy(public_key=str(tmp_path / "k.pub")))
+
+
+def test_no_champion_and_not_approved_are_refused(home, trained):
+    with pytest.raises(InputError, match="has no alias 'champion'"):
+        loader.verify(f"{MODEL}@{ALIAS_CHAMPION}")
+    v = register(trained, approve=False)
+    with pytest.raises(LoadRefused, match="not approved: status is pending"):
+        loader.predict(f"{MODEL}/{v}", TEXTS)
+
+
+@pytest.mark.parametrize(
+    ("ref", "parsed"),
+    [
+        ("router/3", ("router", "3", None)),
+        ("router@champion", ("router", None, "champion")),
+        ("models:/router@champion", ("router", None, "champion")),
+        ("models:/router/12", ("router", "12", None)),
+    ],
+)
+def test_references(ref, parsed):
+    assert loader.parse_ref(ref) == parsed
+
+
+@pytest.mark.parametrize("ref", ["router", "router/latest", "models:/@champion", "router@"])
+def test_bad_references_name_the_forms(ref):
+    with pytest.raises(InputError, match="MODEL/VERSION, MODEL@alias"):
+        loader.parse_ref(ref)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, False), ("true", False), (1, False), (True, True)])
+def test_trust_remote_code_only_when_the_metadata_says_exactly_true(value, expected):
+    meta = {"labels": LABELS} if value is None else {"labels": LABELS, "trust_remote_code": value}
+    assert loader._model_config("base", None, meta).trust_remote_code is expected
+
+
+def test_cli_verify_and_predict(home, trained, capsys, cli):
+    v = register(trained)
+    assert cli(["verify", MODEL, f"@{ALIAS_CHAMPION}"]) == 0
+    assert f"{MODEL} v{v} ({MODEL}@{ALIAS_CHAMPION}): verified" in capsys.readouterr().out
+    assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", *TEXTS[:2]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[2] for line in lines] == TEXTS[:2] and lines[0].split("\t")[0] in LABELS
+    (stored_adapter(v) / "adaptrail.json").write_text("{}")
+    assert cli(["verify", MODEL, v]) == EXIT_BAD_INPUT
+    assert "[FAIL] adapter: file adaptrail.json changed" in capsys.readouterr().out
+    assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", "hello"]) == EXIT_BAD_INPUT
+    assert "refusing to load" in capsys.readouterr().err
