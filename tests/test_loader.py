@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,40 +25,6 @@ MODEL = "router"
 LABELS = ["billing", "tech"]
 TEXTS = ["refund my invoice please", "the app crashes on start", "charged twice this month", "login page is broken"]
 NOW = datetime.now(timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory):
-    """An MLflow database with its tables already created (creating them takes seconds per test otherwise)."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTRAIL_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        registry.client().search_registered_models()
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return home / "mlflow.db"
-
-
-@pytest.fixture
-def home(state_home, mlflow_db):
-    state_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_db, state_home / "mlflow.db")
-    return state_home
-
-
-@pytest.fixture
-def cli():
-    """``adaptrail`` in-process; its logging setup (bound to this test's captured stderr) is undone afterwards."""
-    import logging
-
-    from flows.cli import main
-
-    loggers = [logging.getLogger(), logging.getLogger("adaptrail")]
-    saved = [(lg, lg.handlers[:], lg.level) for lg in loggers]
-    yield main
-    for lg, handlers, level in saved:
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
 
 
 @pytest.fixture(scope="module")

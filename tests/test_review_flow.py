@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,24 +24,10 @@ MODEL = "router"
 NOW = datetime.now(timezone.utc)
 
 
-@pytest.fixture(scope="module")
-def mlflow_db(tmp_path_factory):
-    """An MLflow database with its tables already created (creating them takes seconds per test otherwise)."""
-    home = tmp_path_factory.mktemp("mlflow-template")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTRAIL_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        registry.client().search_registered_models()
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return home / "mlflow.db"
-
-
 @pytest.fixture
-def home(state_home, mlflow_db, monkeypatch):
-    state_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_db, state_home / "mlflow.db")
+def home(home, monkeypatch):
     monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,bob,carol")
-    return state_home
+    return home
 
 
 def seed() -> str:
