@@ -152,6 +152,50 @@ def _add_approval_commands(sub) -> None:
     pred.set_defaults(func=cmd_predict)
 
 
+# --- compliance audit (tasks/audit.py, tasks/audit_report.py) ------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from tasks.audit_report import point_in_time_text, run_audit
+
+    data, paths, run_id = run_audit(args.since, args.until, args.model, args.out, args.fail_on, args.as_of,
+                                    args.champion_of)
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return data["summary"]["exit_code"]
+    s = data["summary"]
+    counts = " ".join(f"{k}={n}" for k, n in s["counts"].items())
+    print(f"adaptrail: audit {s['verdict'].upper()} -- {s['versions']} versions of {s['models']} models; {counts}")
+    print(f"  ledger:   {s['ledger_length']} events, chain {'verifies' if s['chain_ok'] else 'BROKEN'}, "
+          f"head {s['ledger_head_hash']}")
+    if s["expired_by_audit"]:
+        print(f"  expired:  {', '.join(s['expired_by_audit'])} (recorded in the ledger)")
+    for f in data["findings"]:
+        where = f" {f['model']} v{f['version']}" if f["model"] else ""
+        print(f"  [{f['severity']}]{where}: {f['message']}")
+    if data.get("point_in_time"):
+        print("  " + point_in_time_text(data["point_in_time"]))
+    print(f"  report:   {paths['html']} (digest {data['digest']}); MLflow run {run_id}")
+    return s["exit_code"]
+
+
+def _add_audit_command(sub) -> None:
+    from tasks.audit import SEVERITIES
+
+    aud = sub.add_parser("audit", help="compliance audit of every registered version: findings, HTML/JSON/CSV report")
+    aud.add_argument("--since", default=None, metavar="DATE", help="versions created or decided on/after DATE")
+    aud.add_argument("--until", default=None, metavar="DATE", help="... and up to DATE (a bare date is inclusive)")
+    aud.add_argument("--model", default=None, metavar="NAME", help="only this registered model")
+    aud.add_argument("--out", default=None, metavar="DIR", help="report folder (default $ADAPTRAIL_HOME/audits/TIME)")
+    aud.add_argument("--fail-on", default="high", choices=SEVERITIES,
+                     help="exit 4 when a finding is this severe or worse (default: high)")
+    aud.add_argument("--as-of", default=None, metavar="DATE", help="point in time for --champion-of")
+    aud.add_argument("--champion-of", default=None, metavar="MODEL",
+                     help="answer: which version was champion of MODEL at --as-of, and who approved it")
+    aud.add_argument("--json", action="store_true", help="print the report as JSON")
+    aud.set_defaults(func=cmd_audit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptrail", description="Governed PEFT adapters: train, gate, register, audit.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_example_data)
 
     _add_approval_commands(sub)
+    _add_audit_command(sub)
     return p
 
 
