@@ -104,3 +104,55 @@ def test_bad_input_exits_2_with_one_clear_message_and_nothing_registered(prefect
     assert fragment in err
     assert err.count("adaptrail: error:") == 1
     assert _versions("support-ticket-router") == []
+
+
+def test_a_deliberately_biased_training_set_fails_the_bias_gate(prefect_harness, state_home, tickets, tmp_path,
+                                                                 tiny_bert, capsys):
+    from tasks.example_data import skew_group_labels
+
+    biased = skew_group_labels(tickets, group="en-IN", to_label="billing", fraction=0.8, seed=1)
+    csv = tmp_path / "biased.csv"
+    biased.to_csv(csv, index=False)
+    code = main(_args(csv, tiny_bert, "training.epochs=4", "gates.regression.min_margin_over_baseline=-1.0"))
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "bias gate failed" in out, out
+    assert any(m in out for m in ("disparate_impact", "equalized_odds", "accuracy_gap")), out  # a group disparity
+    version = _versions("support-ticket-router")[0]
+    assert version.tags[Tag.GATE_BIAS] == "failed"
+    assert version.tags[Tag.APPROVAL_STATUS] == ApprovalStatus.REJECTED
+    assert "bias" in version.tags[Tag.APPROVAL_REASON]
+    aliases = _client().get_registered_model("support-ticket-router").aliases
+    assert ALIAS_CANDIDATE not in aliases  # a rejected version is never the candidate
+
+
+def test_a_worse_second_run_fails_the_regression_gate_against_the_approved_champion(
+        prefect_harness, state_home, tickets_csv, tiny_bert, capsys, monkeypatch):
+    from tasks import approvals
+    from tasks.ledger import Ledger
+
+    lenient = ["gates.regression.min_margin_over_baseline=-1.0", "gates.bias.judge_on=point",
+               "gates.bias.max_accuracy_gap=1.0", "gates.bias.max_equalized_odds_difference=1.0",
+               "gates.bias.min_disparate_impact_ratio=0.0", "gates.bias.max_counterfactual_flip_rate=1.0",
+               "gates.bias.max_counterfactual_prob_change=1.0"]
+    assert main(_args(tickets_csv, tiny_bert, "training.epochs=4", *lenient)) == 0, capsys.readouterr().out
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
+    approvals.approve("support-ticket-router", "1", "reviewer", "first adapter, gates passed")
+    assert str(_client().get_model_version_by_alias("support-ticket-router", "champion").version) == "1"
+
+    code = main(_args(tickets_csv, tiny_bert, "training.max_steps=2", "training.learning_rate=0.0001", *lenient))
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "regression gate failed" in out and "champion" in out
+    v2 = _client().get_model_version("support-ticket-router", "2")
+    assert v2.tags[Tag.GATE_REGRESSION] == "failed" and v2.tags[Tag.APPROVAL_STATUS] == ApprovalStatus.REJECTED
+    run = _client().get_run(v2.run_id)
+    assert run.data.tags["adaptrail.compared_with_champion"] == "1"
+    assert "champion_test_macro_f1" in run.data.metrics
+    # the ledger holds both registrations, the approval, and the failed gate
+    events = Ledger().events(model="support-ticket-router")
+    assert [(e.version, e.action) for e in events[:3]] == [("1", "registered"), ("1", "approved"), ("2", "registered")]
+    failed = {e.extra["gate"] for e in events[3:] if e.action == "gate_failed"}
+    assert "regression" in failed, out
+    assert failed == {g for g in ("bias", "regression") if v2.tags[Tag.gate(g)] == "failed"}
+    assert Ledger().verify().ok
