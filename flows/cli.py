@@ -51,6 +51,34 @@ def cmd_example_data(args: argparse.Namespace) -> int:
     print(f"wrote {path}")
     return EXIT_OK
 
+
+# --- Prefect UI: serve the deployments, start local servers (flows/serve.py) --------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve_all
+
+    serve_all(limit=args.limit)
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from flows.serve import run_ui
+
+    run_ui(args.prefect_port, args.mlflow_port)
+    return EXIT_OK
+
+
+def _add_ui_commands(sub) -> None:
+    srv = sub.add_parser("serve", help="serve train_adapter, review_adapter and compliance_audit as deployments "
+                         "(runs triggered from the Prefect UI/API execute here; Ctrl-C stops)")
+    srv.add_argument("--limit", type=int, default=None, metavar="N", help="at most N flow runs at once")
+    srv.set_defaults(func=cmd_serve)
+    ui = sub.add_parser("ui", help="start a local Prefect server and MLflow server over the project's state")
+    ui.add_argument("--prefect-port", type=int, default=4200, metavar="PORT", help="default: 4200")
+    ui.add_argument("--mlflow-port", type=int, default=5000, metavar="PORT", help="default: 5000")
+    ui.set_defaults(func=cmd_ui)
+
 # --- approvals and verified loading (tasks/approvals.py, tasks/loader.py) --------------------------------
 
 
@@ -217,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_approval_commands(sub)
     _add_audit_command(sub)
+    _add_ui_commands(sub)
     return p
 
 

@@ -1,0 +1,163 @@
+"""The flows as deployments: prefect.yaml and ``flows.serve`` describe them; a real Prefect server and MLflow server
+run one ``train_adapter`` triggered through the API the way the UI does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.compliance_audit import SEMIANNUAL_CRON
+from flows.serve import DEFAULT_CONFIG, DEPLOYMENT_NAME, deployments, mlflow_server, prefect_server, start, stop, \
+    wait_until_up
+from tasks.config import Config, load_config
+from tasks.names import ALL_TAGS, Tag
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWS = {"train_adapter", "review_adapter", "compliance_audit"}
+FAST = ["training.epochs=2", "training.batch_size=16", "training.learning_rate=0.01", "peft.r=4",
+        "gates.bias.bootstrap_samples=50", "gates.bias.min_group_size=10", "gates.regression.min_group_size=10",
+        "gates.regression.min_margin_over_baseline=-1.0"]
+
+
+def _prefect_yaml() -> dict:
+    return yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+
+
+def test_prefect_yaml_entrypoints_load_as_the_three_flows_on_the_process_pool():
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = _prefect_yaml()
+    names = set()
+    for dep in spec["deployments"]:
+        flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+        names.add(flow.name)
+        assert dep["work_pool"]["name"] == "adaptrail-pool"
+        assert dep["description"] and "adaptrail" in dep["tags"]
+    assert names == FLOWS
+
+
+def test_prefect_yaml_schedules_only_the_audit_semiannually_and_its_train_form_is_a_valid_config():
+    from prefect.client.schemas.schedules import CronSchedule
+
+    by_flow = {dep["entrypoint"].rsplit(":", 1)[1]: dep for dep in _prefect_yaml()["deployments"]}
+    (sched,) = by_flow["compliance_audit"]["schedules"]
+    cron = CronSchedule(cron=sched["cron"], timezone=sched["timezone"])
+    assert cron.cron == SEMIANNUAL_CRON and cron.timezone == "UTC"
+    assert not by_flow["train_adapter_flow"].get("schedules") and not by_flow["review_adapter"].get("schedules")
+    config = Config.model_validate(by_flow["train_adapter_flow"]["parameters"]["config"])
+    assert config.data.label_column == load_config(DEFAULT_CONFIG).data.label_column
+
+
+def test_served_deployments_prefill_the_default_config_and_schedule_the_audit():
+    deps = {d.flow_name: d for d in deployments()}
+    assert set(deps) == FLOWS and all(d.name == DEPLOYMENT_NAME and d.description for d in deps.values())
+    assert deps["train_adapter"].parameters["config"] == load_config(DEFAULT_CONFIG).model_dump(mode="json")
+    assert "config" in deps["train_adapter"]._parameter_openapi_schema.properties
+    (sched,) = deps["compliance_audit"].schedules
+    assert (sched.schedule.cron, sched.schedule.timezone) == (SEMIANNUAL_CRON, "UTC")
+    assert not deps["train_adapter"].schedules and not deps["review_adapter"].schedules
+
+
+# --- real servers ------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else f"({path} missing)"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """A real ``prefect server`` and ``mlflow server`` (SQLite, artifacts in tmp) on free loopback ports."""
+    home = tmp_path_factory.mktemp("servers")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTRAIL_HOME", str(home))
+        mp.setenv("PREFECT_HOME", str(home / "prefect-server"))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("ADAPTRAIL_ARTIFACT_ROOT", raising=False)
+        specs = [prefect_server(_free_port()), mlflow_server(_free_port())]
+    procs = []
+    try:
+        for spec in specs:
+            procs.append(start(spec, home / "logs"))
+        for spec, proc in zip(specs, procs):
+            try:
+                wait_until_up(spec, proc, timeout=150)
+            except Exception as err:
+                pytest.fail(f"{err}\n{_tail(home / 'logs' / f'{spec.name.lower()}.log')}")
+        yield {"home": home, "prefect": specs[0].url, "mlflow": specs[1].url}
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+@pytest.fixture
+def served(servers):
+    """``python -m flows.serve`` pointed at the servers, as a user would run ``adaptrail serve``."""
+    env = {**os.environ, "PREFECT_API_URL": servers["prefect"] + "/api", "MLFLOW_TRACKING_URI": servers["mlflow"],
+           "ADAPTRAIL_HOME": str(servers["home"]), "PREFECT_HOME": str(servers["home"] / "prefect-client")}
+    env.pop("ADAPTRAIL_ARTIFACT_ROOT", None)
+    log_path = servers["home"] / "logs" / "serve.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield log_path
+    finally:
+        stop(proc)
+
+
+def _wait_for_deployment(name: str, log_path: Path, timeout: float = 120.0) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except Exception:
+                time.sleep(1)
+    pytest.fail(f"deployment {name} not registered within {timeout:.0f} s; serve log:\n{_tail(log_path)}")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(420)
+def test_a_run_triggered_through_the_prefect_api_registers_a_tagged_version_in_the_mlflow_server(
+        servers, served, tickets_csv, tiny_bert):
+    from mlflow.tracking import MlflowClient
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    config = load_config(ROOT / "configs" / "tiny.yaml",
+                         [f"data.path={tickets_csv}", f"model.base={tiny_bert}", *FAST]).model_dump(mode="json")
+    name = f"train_adapter/{DEPLOYMENT_NAME}"
+    with temporary_settings(updates={PREFECT_API_URL: servers["prefect"] + "/api"}):
+        _wait_for_deployment(name, served)
+        run = run_deployment(name, parameters={"config": config, "requested_by": "ui-user"}, timeout=300,
+                             poll_interval=2, as_subflow=False)
+    assert run.state is not None and run.state.is_completed(), f"flow run {run.state}; serve log:\n{_tail(served)}"
+    with urllib.request.urlopen(servers["prefect"] + "/ui-settings", timeout=10) as resp:
+        assert json.load(resp)["api_url"] == servers["prefect"] + "/api"  # the UI talks to this server
+
+    client = MlflowClient(tracking_uri=servers["mlflow"], registry_uri=servers["mlflow"])
+    (version,) = client.search_model_versions("name='support-ticket-router'")
+    missing = [t for t in ALL_TAGS if not version.tags.get(t)]
+    assert not missing, f"tags missing or empty: {missing}"
+    assert version.tags[Tag.FLOW_RUN_ID] == str(run.id)
+    assert version.tags[Tag.REQUESTED_BY] == "ui-user"
+    assert version.tags[Tag.GATE_VALIDATION] == "passed"
