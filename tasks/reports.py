@@ -48,8 +48,34 @@ def evaluation_markdown(metrics: dict[str, dict[str, Any]], labels: list[str]) -
     return "\n".join(lines) + "\n"
 
 
+def group_table_markdown(details: dict[str, Any]) -> str:
+    """The bias gate's per-group table (n, accuracy, selection rate / TPR / FPR of the judged class)."""
+    groups = (details or {}).get("groups") or {}
+    rows = groups.get("table") or []
+    if not rows:
+        return ""
+    cls = groups.get("positive_label") or (groups.get("classes_judged") or [None])[0]
+    head = f" (class `{cls}`)" if cls else ""
+    lines = ["", f"### Per group{head}", "", "| group | n | accuracy | selection rate | TPR | FPR | judged |",
+             "|---|---|---|---|---|---|---|"]
+
+    def pick(v: Any) -> Any:
+        return v.get(cls) if isinstance(v, dict) and cls else v
+
+    for r in rows:
+        judged = "yes" if r.get("judged") else f"no ({r.get('note') or 'below min size'})"
+        lines.append(f"| {r['group']} | {r['n']} | {_f(r.get('accuracy'))} | {_f(pick(r.get('selection_rate')))} | "
+                     f"{_f(pick(r.get('tpr')))} | {_f(pick(r.get('fpr')))} | {judged} |")
+    return "\n".join(lines) + "\n"
+
+
+def gate_markdown(decision: GateDecision) -> str:
+    """A gate's report: its checks, plus the per-group table for the bias gate."""
+    return decision.to_markdown() + group_table_markdown(decision.details if decision.gate == "bias" else {})
+
+
 def gates_markdown(decisions: list[GateDecision]) -> str:
-    return "# Gates\n\n" + "\n".join(d.to_markdown() for d in decisions)
+    return "# Gates\n\n" + "\n".join(gate_markdown(d) for d in decisions)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

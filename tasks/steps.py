@@ -199,7 +199,7 @@ def _log_gate(ctx: RunContext, decision: GateDecision) -> GateDecision:
     """Every gate is logged the same way: JSON + Markdown report, summary metrics, run tag."""
     out = ctx.workdir / ARTIFACT_REPORTS
     reports.write_json(out / f"{decision.gate}.json", decision.to_dict())
-    reports.write_text(out / f"{decision.gate}.md", decision.to_markdown())
+    reports.write_text(out / f"{decision.gate}.md", reports.gate_markdown(decision))
     c = registry.client()
     summary = decision.details.get("summary", {}) if isinstance(decision.details, dict) else {}
     registry.log_metrics(c, ctx.run_id, {registry.metric_key(decision.gate, k): v for k, v in summary.items()

@@ -260,3 +260,14 @@ def test_config_rejects_bad_values_naming_the_fix(bad, message):
     with pytest.raises(InputError) as err:
         config_from_dict({"data": {"path": "x.csv"}, "gates": {"bias": bad}})
     assert message in str(err.value)
+
+
+def test_bias_report_shows_the_per_group_table():
+    from tasks.reports import gate_markdown
+
+    pred = make_pred(rows("a", tp=60, tn=40), rows("b", tp=30, tn=70), rows("tiny", tp=2, tn=3))
+    md = gate_markdown(bias_gate(pred, cfg(positive_label="spam", min_group_size=10)))
+    assert "### Per group (class `spam`)" in md
+    assert "| a | 100 | 1.0000 | 0.6000 | 1.0000 | 0.0000 | yes |" in md
+    assert "| b | 100 | 1.0000 | 0.3000 |" in md
+    assert "| tiny | 5 |" in md and "| no (" in md  # small groups are listed, not judged
