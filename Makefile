@@ -40,9 +40,9 @@ example-data: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(pwd)/.adaptrail/mlflow.db}" --host 127.0.0.1 --port 5000
 
-## training benchmark (on demand; prints ratios measured in one run)
+## benchmarks (on demand): an audit over 1,000 seeded versions
 bench: $(STAMP)
-	$(BIN)/python bench/train_sms_spam.py
+	$(BIN)/python bench/audit_1000.py
 
 clean-state:
 	rm -rf .adaptrail
