@@ -156,10 +156,11 @@ def train_adapter(ctx: RunContext) -> TrainedAdapter:
         "dataset_digest": ctx.splits.digest, "trust_remote_code": cfg.model.trust_remote_code,
     }
     digest = adapter_io.save_adapter(model, adapter_dir, metadata)
+    size = adapter_io.dir_size(adapter_dir)
     registry.log_metrics(c, ctx.run_id, {"train_seconds": stats.seconds, "train_tokens_per_second": stats.tokens_per_second,
-                                         "trainable_params": trainable, "adapter_bytes": adapter_io.dir_size(adapter_dir)})
+                                         "trainable_params": trainable, "adapter_bytes": size})
     return TrainedAdapter(model=model, tokenizer=tokenizer, adapter_dir=adapter_dir, digest=digest,
-                          size_bytes=adapter_io.dir_size(adapter_dir), trainable_params=trainable, total_params=total,
+                          size_bytes=size, trainable_params=trainable, total_params=total,
                           stats=stats, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
 
 

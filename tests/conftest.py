@@ -99,6 +99,30 @@ def tiny_bert(tickets, tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), list(tickets["text"]))
 
 
+def _follow_live_stderr() -> None:
+    """Prefect's console handlers write to the stream bound when logging was configured; make them follow
+    ``sys.stderr`` instead, so a test's closed capture stream is never written to by a later test."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    for lg in loggers:
+        for h in getattr(lg, "handlers", []):
+            if isinstance(h, PrefectConsoleHandler):
+                h.console.file = None  # rich then resolves sys.stderr at each write
+
+
+@pytest.fixture(autouse=True)
+def _prefect_logs_follow_stderr():
+    """Re-applied per test: Prefect may reconfigure logging (and rebind its handlers) at any flow run."""
+    import sys
+
+    if "prefect.logging.handlers" in sys.modules:
+        _follow_live_stderr()
+    yield
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A real, temporary Prefect API for whole-flow tests.
@@ -108,6 +132,8 @@ def prefect_harness():
     """
     import prefect  # noqa: F401
     from prefect.testing.utilities import prefect_test_harness
+
+    _follow_live_stderr()
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
