@@ -109,7 +109,8 @@ def _follow_live_stderr() -> None:
     loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
     for lg in loggers:
         for h in getattr(lg, "handlers", []):
-            if isinstance(h, PrefectConsoleHandler):
+            if isinstance(h, PrefectConsoleHandler):  # Prefect's logging config sends them to stderr
+                h.console.stderr = True
                 h.console.file = None  # rich then resolves sys.stderr at each write
 
 
