@@ -1,4 +1,4 @@
-"""The adapter artifact: only the delta (safetensors + adapter config), plus metadata and a manifest of sha256s.
+"""The adapter artifact: only what was trained (safetensors + how to rebuild it), metadata and a manifest of sha256s.
 
 ``adapter.digest`` = sha256 of the canonical JSON of the manifest's ``{file: sha256}`` map, so any changed,
 added or removed file changes it.
@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.config import PeftConfig
 from tasks.data import file_sha256
 from tasks.errors import InputError
+from tasks.methods import save_weights
 from tasks.names import ADAPTER_MANIFEST, ADAPTER_METADATA
-
-_PEFT_CARD = "README.md"  # peft writes a boilerplate model card; the registry holds the real evidence
 
 
 def canonical_json(obj: Any) -> str:
@@ -53,16 +53,29 @@ def recompute_digest(adapter_dir: Path) -> str:
     return digest_of(file_map(adapter_dir))
 
 
-def save_adapter(peft_model, adapter_dir: Path, metadata: dict[str, Any]) -> str:
-    """Save only the adapter weights/config, the adaptrail metadata, and the manifest; returns the digest."""
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
-    card = adapter_dir / _PEFT_CARD
-    if card.exists():
-        card.unlink()
+def save_adapter(model, adapter_dir: Path, metadata: dict[str, Any], peft_cfg: PeftConfig | None = None) -> str:
+    """Save only what was trained (``tasks.methods.save_weights``), the metadata and the manifest; returns the digest.
+
+    The method comes from ``peft_cfg``, else from ``metadata["peft"]``; it is recorded in the metadata.
+    """
+    cfg = _method_config(model, metadata, peft_cfg)
+    if cfg is not None and "peft" not in metadata:
+        metadata = {**metadata, "peft": cfg.model_dump(mode="json")}
+    save_weights(model, cfg or PeftConfig(), adapter_dir)  # cfg None: a peft model, saved by peft whatever its method
     (adapter_dir / ADAPTER_METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n",
                                                 encoding="utf-8")
     return write_manifest(adapter_dir)
+
+
+def _method_config(model, metadata: dict[str, Any], peft_cfg: PeftConfig | None) -> PeftConfig | None:
+    """The method's config; None for a peft model given without one (peft's own files say which method it is)."""
+    if peft_cfg is not None:
+        return peft_cfg
+    if metadata.get("peft"):
+        return PeftConfig.model_validate(metadata["peft"])
+    if hasattr(model, "peft_config"):
+        return None
+    raise InputError("save_adapter cannot tell which method trained this model; pass peft_cfg= or metadata['peft']")
 
 
 def read_metadata(adapter_dir: Path) -> dict[str, Any]:

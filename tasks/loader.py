@@ -24,6 +24,7 @@ from tasks.approvals import Policy, disagreements, is_overdue, ledger_tags, mode
 from tasks.config import ModelConfig
 from tasks.errors import InputError
 from tasks.ledger import Ledger
+from tasks.causal_lm import load_causal_lm, prepare_tokenizer
 from tasks.model import BaseModelRef, load_classifier, load_tokenizer, resolve_base_model
 from tasks.names import ADAPTER_MANIFEST, ADAPTER_METADATA, ALIAS_CHAMPION, ApprovalStatus, Tag
 
@@ -89,6 +90,29 @@ class LoadedAdapter:
     name: str
     version: str
     report: VerifyReport
+    task: str = "sequence_classification"
+    max_new_tokens: int = 16
+
+    def generate(self, prompts: list[str], max_new_tokens: int | None = None, batch_size: int = 16) -> list[str]:
+        """causal_lm: greedy responses to ``prompts`` (as in training: ``[bos] prompt``, cut at eos)."""
+        from tasks.causal_lm import generate
+
+        self._require("causal_lm", "generate")
+        return generate(self.model, self.tokenizer, list(prompts), self.max_length,
+                        max_new_tokens or self.max_new_tokens, batch_size)
+
+    def score(self, texts: list[str], batch_size: int = 16) -> list[float]:
+        """causal_lm: the log-likelihood of each text (sum over its tokens after bos)."""
+        from tasks.causal_lm import encode_texts, token_logprobs
+
+        self._require("causal_lm", "score")
+        total, _ = token_logprobs(self.model, encode_texts(self.tokenizer, list(texts), self.max_length),
+                                  self.tokenizer.pad_token_id, batch_size)
+        return [float(v) for v in total]
+
+    def _require(self, task: str, what: str) -> None:
+        if self.task != task:
+            raise InputError(f"{self.name} v{self.version} is a {self.task} adapter; {what} needs a {task} adapter")
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
         """Per text: the predicted ``label``, its ``proba`` and every class's probability (``scores``)."""
@@ -207,7 +231,7 @@ def verify(ref: str, *, now: datetime | None = None, policy: Policy | None = Non
 
 def load_verified(ref: str, *, now: datetime | None = None, policy: Policy | None = None) -> LoadedAdapter:
     """Base model + adapter, loaded only after :func:`verify`'s checks pass; else :class:`LoadRefused`."""
-    from peft import PeftModel
+    from tasks.methods import load_weights
 
     model_name, version = resolve_ref(ref)
     with tempfile.TemporaryDirectory(prefix="adaptrail-load-") as tmp:
@@ -217,12 +241,16 @@ def load_verified(ref: str, *, now: datetime | None = None, policy: Policy | Non
         meta = read_metadata(report.adapter_dir)
         cfg = _model_config(report.base.id, report.base.revision, meta)
         labels = [str(label) for label in meta["labels"]]
-        base_model, _ = load_classifier(report.base, cfg, labels)
-        model = PeftModel.from_pretrained(base_model, str(report.adapter_dir), is_trainable=False)
+        base_model = (load_causal_lm(report.base.path, cfg) if cfg.task == "causal_lm"
+                      else load_classifier(report.base, cfg, labels)[0])
+        model = load_weights(base_model, report.adapter_dir, meta)
         model.eval()
         tokenizer = load_tokenizer(report.base, cfg)
     report.adapter_dir = None
-    return LoadedAdapter(model, tokenizer, labels, cfg.max_length, model_name, version, report)
+    if cfg.task == "causal_lm":
+        tokenizer = prepare_tokenizer(tokenizer)
+    return LoadedAdapter(model, tokenizer, labels, cfg.max_length, model_name, version, report, task=cfg.task,
+                         max_new_tokens=cfg.max_new_tokens)
 
 
 def predict(ref: str, texts: list[str], *, batch_size: int = 64, now: datetime | None = None,
@@ -298,7 +326,9 @@ def _base_check(report: VerifyReport, view: dict[str, str], adapter_dir: Path) -
 
 def _model_config(base: str, revision: str | None, meta: dict[str, Any]) -> ModelConfig:
     """Loading settings from the adapter's metadata; ``trust_remote_code`` only when it says exactly true."""
-    if meta.get("task", "sequence_classification") != "sequence_classification":
-        raise InputError(f"adapter task {meta.get('task')!r} is not supported; only sequence_classification")
-    return ModelConfig(base=base, revision=revision or None, max_length=int(meta.get("max_length", 128)),
+    task = meta.get("task", "sequence_classification")
+    if task not in ("sequence_classification", "causal_lm"):
+        raise InputError(f"adapter task {task!r} is not supported; only sequence_classification and causal_lm")
+    return ModelConfig(base=base, revision=revision or None, task=task, max_length=int(meta.get("max_length", 128)),
+                       max_new_tokens=int(meta.get("max_new_tokens", 16)),
                        trust_remote_code=meta.get("trust_remote_code") is True)

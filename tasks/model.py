@@ -1,4 +1,4 @@
-"""The frozen base model: resolve it, pin it (revision + sha256 of its weight files), load it, wrap it with PEFT."""
+"""The frozen base model: resolve it, pin it (revision + sha256 of its weight files), load it, attach the method."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from tasks.config import ModelConfig, PeftConfig
 from tasks.data import file_sha256
 from tasks.errors import InputError
+from tasks.methods import attach, head_modules, linear_module_names, to_peft_config  # noqa: F401 (re-exported)
 
 log = logging.getLogger("adaptrail")
 
@@ -97,44 +98,15 @@ def load_classifier(ref: BaseModelRef, cfg: ModelConfig, labels: list[str]):
     return model, list(info.get("missing_keys", []))
 
 
-def _head_modules(missing_keys: list[str]) -> list[str]:
-    """Freshly initialised modules must be trained and saved with the adapter, or a reload would differ."""
-    return sorted({k.rsplit(".", 1)[0].split(".")[0] for k in missing_keys})
-
-
-def to_peft_config(cfg: PeftConfig, task: str, modules_to_save: list[str]):
-    """The one place a PEFT config section becomes a peft config object."""
-    from peft import LoraConfig, TaskType
-
-    task_type = {"sequence_classification": TaskType.SEQ_CLS}[task]
-    if cfg.method == "lora":
-        return LoraConfig(task_type=task_type, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=list(cfg.target_modules), modules_to_save=modules_to_save or None)
-    raise InputError(f"peft.method {cfg.method!r} is not supported")
-
-
-def linear_module_names(model) -> list[str]:
-    import torch
-
-    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-
-
 def wrap_with_peft(model, peft_cfg: PeftConfig, task: str, missing_keys: list[str]):
-    """Freeze the base and attach the adapter; returns the PEFT model."""
-    from peft import get_peft_model
-
-    try:
-        return get_peft_model(model, to_peft_config(peft_cfg, task, _head_modules(missing_keys)))
-    except ValueError as err:
-        raise InputError(f"cannot attach {peft_cfg.method} to the base model: {err}. peft.target_modules "
-                         f"{peft_cfg.target_modules} must name linear layers of the base; its linear layers are "
-                         f"{linear_module_names(model)}") from None
+    """Freeze the base and attach the configured method (see ``tasks.methods.attach``); returns the model to train."""
+    return attach(model, peft_cfg, task, missing_keys)
 
 
 def count_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
+    """(trainable, total) parameters; peft's frozen copy of a retrained head (``original_module``) is not counted."""
+    params = [(n, p) for n, p in model.named_parameters() if ".original_module." not in f".{n}"]
+    return sum(p.numel() for _, p in params if p.requires_grad), sum(p.numel() for _, p in params)
 
 
 def read_json(path: Path) -> dict[str, Any]:

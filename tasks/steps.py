@@ -22,6 +22,7 @@ from tasks.decision import GateDecision
 from tasks.errors import ValidationFailed
 from tasks.evaluation import Evaluation, encoded_split, evaluate, predict_proba
 from tasks.lineage import code_version, flow_run_id
+from tasks.methods import method_label
 from tasks.model import BaseModelRef, count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 from tasks.names import (ALIAS_CANDIDATE, ARTIFACT_ADAPTER, ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION,
                          RUN_TAG_CHAMPION, RUN_TAG_FLOW_RUN_ID, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
@@ -87,13 +88,18 @@ def pin_base_model(config: Config) -> BaseModelRef:
 
 
 @step(name="open-run")
-def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requested_by: str) -> RunContext:
-    """Start the MLflow run with the resolved config, params, datasets and lineage tags."""
+def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requested_by: str,
+             parent_run_id: str | None = None, run_name: str = "train") -> RunContext:
+    """Start the MLflow run with the resolved config, params, datasets and lineage tags.
+
+    With ``parent_run_id`` the run is a child run (the method comparison nests one run per method).
+    """
     c = registry.client()
     fr = flow_run_id()
-    run_id = registry.start_run(c, config.registry.experiment, run_name=f"{config.registry.model_name}-train",
+    parent = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+    run_id = registry.start_run(c, config.registry.experiment, run_name=f"{config.registry.model_name}-{run_name}",
                                 tags={RUN_TAG_FLOW_RUN_ID: fr, RUN_TAG_STAGE: "validating",
-                                      Tag.REQUESTED_BY: requested_by, Tag.DATASET_DIGEST: splits.digest})
+                                      Tag.REQUESTED_BY: requested_by, Tag.DATASET_DIGEST: splits.digest, **parent})
     state.runs_dir().mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{run_id}-", dir=state.runs_dir()))
     registry.log_params(c, run_id, config.flat())
@@ -114,7 +120,7 @@ def validate_data(ctx: RunContext) -> GateDecision:
 
     c = registry.client()
     out = ctx.workdir / ARTIFACT_VALIDATION
-    outcome = run_validation(ctx.splits, ctx.config.gates.validation, out)
+    outcome = run_validation(ctx.splits, ctx.config.gates.validation, out, task=ctx.config.model.task)
     reports.write_json(out / "decision.json", outcome.decision.to_dict())
     registry.log_path(c, ctx.run_id, out, ARTIFACT_VALIDATION)
     registry.set_run_tags(c, ctx.run_id, {Tag.GATE_VALIDATION: outcome.decision.outcome})
@@ -125,9 +131,22 @@ def validate_data(ctx: RunContext) -> GateDecision:
     return outcome.decision
 
 
+def adapter_metadata(ctx: RunContext) -> dict[str, Any]:
+    """``adaptrail.json`` of the adapter: what a loader needs to rebuild it (task, labels, method, base)."""
+    cfg = ctx.config
+    return {
+        "task": cfg.model.task, "labels": ctx.splits.labels, "max_length": cfg.model.max_length,
+        "peft": cfg.peft.model_dump(mode="json"), "base_model": ctx.base.to_dict(),
+        "dataset_digest": ctx.splits.digest, "trust_remote_code": cfg.model.trust_remote_code,
+    }
+
+
 @step(name="train-adapter")
 def train_adapter(ctx: RunContext) -> TrainedAdapter:
     """Attach the adapter to the frozen base, train it, save only the adapter (+ manifest)."""
+    if ctx.config.training.processes > 1:  # several ranks under torchrun; returns the same TrainedAdapter
+        from tasks.distributed import train_distributed
+        return train_distributed(ctx)
     cfg = ctx.config
     labels = ctx.splits.labels
     seed_everything(cfg.training.seed)
@@ -150,12 +169,7 @@ def train_adapter(ctx: RunContext) -> TrainedAdapter:
     registry.set_run_tags(c, ctx.run_id, {RUN_TAG_STAGE: "training"})
     stats = train(model, train_enc, val_enc, pad, cfg.training, on_epoch=on_epoch, evaluate=val_metrics)
     adapter_dir = ctx.workdir / ARTIFACT_ADAPTER
-    metadata = {
-        "task": cfg.model.task, "labels": labels, "max_length": cfg.model.max_length,
-        "peft": cfg.peft.model_dump(mode="json"), "base_model": ctx.base.to_dict(),
-        "dataset_digest": ctx.splits.digest, "trust_remote_code": cfg.model.trust_remote_code,
-    }
-    digest = adapter_io.save_adapter(model, adapter_dir, metadata)
+    digest = adapter_io.save_adapter(model, adapter_dir, adapter_metadata(ctx), cfg.peft)
     size = adapter_io.dir_size(adapter_dir)
     registry.log_metrics(c, ctx.run_id, {"train_seconds": stats.seconds, "train_tokens_per_second": stats.tokens_per_second,
                                          "trainable_params": trainable, "adapter_bytes": size})
@@ -250,33 +264,41 @@ def version_tags(ctx: RunContext, trained: TrainedAdapter, decisions: list[GateD
         Tag.FLOW_RUN_ID: ctx.flow_run_id,
         Tag.REQUESTED_BY: ctx.requested_by,
         Tag.ADAPTER_DIGEST: trained.digest,
-        Tag.PEFT_METHOD: ctx.config.peft.method,
+        Tag.PEFT_METHOD: method_label(ctx.config.peft),
         Tag.PEFT_TRAINABLE_PARAMS: str(trained.trainable_params),
         Tag.PEFT_TRAINABLE_FRACTION: f"{trained.trainable_fraction:.6f}",
     }
 
 
-@step(name="register")
+def _server_failure(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry registering only after a server or network failure (never after a refusal or a bug)."""
+    return registry.is_transient(state.data if isinstance(state.data, BaseException) else None)
+
+
+# Registering talks to the tracking server and the ledger database; it is idempotent per flow run, so a retry
+# after a server restart neither loses nor duplicates the version or its ledger events.
+@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_server_failure)
 def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation, decisions: list[GateDecision]
              ) -> Registered:
-    """Log the evidence, then create the model version with all its tags in one call."""
+    """Log the evidence, then create the model version with all its tags in one call (or find the one an
+    earlier attempt of this flow run created) and record it in the ledger once."""
     c = registry.client()
     reports.write_json(ctx.workdir / ARTIFACT_REPORTS / "gates.json", [d.to_dict() for d in decisions])
     reports.write_text(ctx.workdir / ARTIFACT_REPORTS / "gates.md", reports.gates_markdown(decisions))
     registry.log_path(c, ctx.run_id, trained.adapter_dir, ARTIFACT_ADAPTER)
     registry.log_path(c, ctx.run_id, ctx.workdir / ARTIFACT_REPORTS, ARTIFACT_REPORTS)
     tags = version_tags(ctx, trained, decisions, datetime.now(timezone.utc))
+    headline, value = evaluation.headline_metric()
     registry.set_run_tags(c, ctx.run_id, {k: v for k, v in tags.items() if k.startswith(("adaptrail.gate", "adaptrail.lineage", "adaptrail.adapter", "adaptrail.peft"))})
     mv = registry.register_version(
         c, ctx.config.registry.model_name, ctx.run_id, registry.artifact_uri(c, ctx.run_id, ARTIFACT_ADAPTER), tags,
-        description=f"{ctx.config.peft.method} adapter on {ctx.base.id}; test macro-F1 "
-                    f"{evaluation.metrics['test']['macro_f1']:.4f}",
+        description=f"{method_label(ctx.config.peft)} adapter on {ctx.base.id}; test {headline} {value:.4f}",
     )
     approvals.record_registration(
         mv.name, mv.version, tags[Tag.APPROVAL_STATUS], {d.gate: str(d.outcome) for d in decisions},
         {"gates": {d.gate: {"outcome": str(d.outcome), "reason": d.reason} for d in decisions},
          "adapter_digest": trained.digest, "dataset_digest": ctx.splits.digest,
-         "test_macro_f1": float(evaluation.metrics["test"]["macro_f1"] or 0.0), "run_id": ctx.run_id},
+         f"test_{headline}": value, "run_id": ctx.run_id},
         actor=ctx.requested_by)
     if tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING:
         registry.set_alias(c, ctx.config.registry.model_name, ALIAS_CANDIDATE, mv.version)
@@ -299,15 +321,13 @@ def publish_summary(summary: dict[str, Any]) -> None:
 
 def build_summary(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation, decisions: list[GateDecision],
                   registered: Registered) -> dict[str, Any]:
-    test = evaluation.metrics["test"]
     return {
         "model": registered.model,
         "version": registered.version,
         "status": registered.status,
         "gates": {d.gate: str(d.outcome) for d in decisions},
         "gate_reasons": {d.gate: d.reason for d in decisions},
-        "metrics": {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-                    **{f"{k}_macro_f1": m["macro_f1"] for k, m in evaluation.metrics.items() if k != "test"}},
+        "metrics": evaluation.summary_metrics(),
         "adapter_digest": trained.digest,
         "adapter_bytes": trained.size_bytes,
         "trainable_params": trained.trainable_params,

@@ -59,3 +59,31 @@ def test_missing_config_file_and_bad_yaml(tmp_path):
 def test_data_path_is_required():
     with pytest.raises(InputError, match="data: is required"):
         load_config(None, [])
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt_tuning", "prefix_tuning", "loha", "lokr", "vera",
+                                    "bottleneck", "full"])
+def test_every_method_is_a_valid_choice(tmp_path, method):
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {path: d.csv}\n")
+    assert load_config(f, [f"peft.method={method}"]).peft.method == method
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["peft.method=ia3", "peft.use_dora=true"], "peft.use_dora applies to method lora only, not ia3; remove it"),
+        (["peft.method=full", "peft.use_rslora=true"], "peft.use_rslora applies to method lora only"),
+        (["peft.method=lora", "peft.reduction_factor=8"], "peft.reduction_factor applies to method bottleneck only"),
+        (["peft.method=bottleneck", "peft.bottleneck=adapterdrop"], "peft.bottleneck: Input should be 'pfeiffer'"),
+        (["peft.method=prefix_tuning", "peft.num_virtual_tokens=-1"], "peft.num_virtual_tokens must be a positive"),
+        (["peft.method=adalora"], "peft.method: Input should be 'lora', 'ia3'"),
+        (["peft.method=ia3", "peft.feedforward_modules=[output.dense]"], "must also be in peft.target_modules"),
+    ],
+)
+def test_method_options_are_checked_against_the_method(tmp_path, overrides, fragment):
+    f = tmp_path / "c.yaml"
+    f.write_text("data: {path: d.csv}\n")
+    with pytest.raises(InputError, match="invalid config") as err:
+        load_config(f, overrides)
+    assert fragment in str(err.value)
