@@ -23,7 +23,8 @@ def _print_run_summary(s: dict[str, Any]) -> None:
     for gate, reason in s["gate_reasons"].items():
         if s["gates"][gate] == "failed":
             print(f"  {gate} gate failed: {reason}")
-    print(f"  test:     accuracy={s['metrics']['test_accuracy']:.4f} macro_f1={s['metrics']['test_macro_f1']:.4f}")
+    test = " ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in s["metrics"].items() if k.startswith("test_"))
+    print(f"  test:     {test}")
     print(f"  adapter:  {s['adapter_bytes']:,} bytes, {s['trainable_params']:,} trainable params "
           f"({s['trainable_fraction']:.3%}), digest {s['adapter_digest'][:16]}...")
     print(f"  lineage:  dataset {s['dataset_digest'][:16]}..., base {s['base_model']} ({s['base_model_revision']})")
@@ -42,6 +43,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_run_summary(summary)
     return EXIT_GATE_FAILED if "failed" in summary["gates"].values() else EXIT_OK
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set training.epochs=1 (repeatable)")
+    parser.add_argument("--requested-by", default=None,
+                        help="identity recorded as requester (default: $ADAPTRAIL_USER or OS user)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from flows.compare_methods import compare_methods_flow
+    from tasks.config import load_config
+
+    overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
+        ["compare.register_winner=false"] if args.no_register else [])
+    config = load_config(args.config, overrides)
+    out = compare_methods_flow(config, requested_by=args.requested_by)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(out["markdown"])
+        print(f"MLflow: parent run {out['parent_run_id']} (one child run per method) in experiment "
+              f"'{config.registry.experiment}' ({state.tracking_uri()})")
+        if "registered" in out:
+            _print_run_summary(out["registered"])
+    registered = out.get("registered")
+    return EXIT_GATE_FAILED if registered and "failed" in registered["gates"].values() else EXIT_OK
 
 
 def cmd_example_data(args: argparse.Namespace) -> int:
@@ -229,13 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the train_adapter flow on a config")
-    run.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/default.yaml)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set training.epochs=1 (repeatable)")
-    run.add_argument("--requested-by", default=None, help="identity recorded as requester (default: $ADAPTRAIL_USER or OS user)")
-    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    run = _add_config_args(sub.add_parser("run", help="run the train_adapter flow on a config"))
     run.set_defaults(func=cmd_run)
+    cmp = _add_config_args(sub.add_parser(
+        "compare", help="train several PEFT methods on the same split and budget, compare them side by side, "
+        "and register the recommended one through the gates"))
+    cmp.add_argument("--methods", default=None, metavar="M1,M2,...",
+                     help="e.g. lora,ia3,prompt_tuning,bottleneck,full (default: compare.methods in the config)")
+    cmp.add_argument("--no-register", action="store_true", help="only compare; register nothing")
+    cmp.set_defaults(func=cmd_compare)
 
     ex = sub.add_parser("example-data", help="(re)generate the example support-ticket data set")
     ex.add_argument("--out", default="examples/support_tickets.csv")

@@ -29,7 +29,7 @@ from tasks.names import ALIAS_CHAMPION, ARTIFACT_REPORTS, GATES, Tag
 
 log = logging.getLogger("adaptrail")
 
-METRICS = ("test_macro_f1", "test_accuracy", "validation_macro_f1")
+METRICS = ("test_macro_f1", "test_accuracy", "validation_macro_f1", "test_exact_match", "test_perplexity")
 LEDGER_ROWS = 8
 
 
@@ -98,6 +98,8 @@ def evidence_markdown(model: str, version: str) -> str:
               "gate compares them on the same split)", f"| metric | v{version} | {ch} | change |", "|---|---|---|---|"]
     for m in METRICS:
         a, b = mine.get(m), theirs.get(m)
+        if a is None and b is None:
+            continue  # the other task type's metric
         lines.append(f"| {m} | {_fmt(a)} | {_fmt(b)} | {_fmt(a - b) if a is not None and b is not None else 'n/a'} |")
     lines += ["", "### Lineage"]
     for key in (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.CODE_VERSION,

@@ -9,25 +9,25 @@ from prefect import flow
 from flows.review_adapter import request_approval
 from tasks import state
 from tasks.config import Config
-from tasks.steps import (bias_gate, build_summary, close_run, evaluate_adapter, evaluate_champion, load_data,
-                         open_run, pin_base_model, publish_summary, register, regression_gate, train_adapter,
-                         validate_data)
+from tasks.lm_steps import steps_for
+from tasks.steps import build_summary, close_run, open_run, pin_base_model, publish_summary, register, validate_data
 
 
 @flow(name="train_adapter", log_prints=True)
 def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[str, Any]:
     """Train a PEFT adapter on validated data and register it with its evidence, gates and lineage."""
-    splits = load_data(config)
+    steps = steps_for(config.model.task)  # sequence_classification or causal_lm: their train/evaluate/gate steps
+    splits = steps.load_data(config)
     base = pin_base_model(config)
     ctx = open_run(config, splits, base, requested_by or state.current_user())
     ok = False
     try:
         validation = validate_data(ctx)
-        trained = train_adapter(ctx)
-        evaluation = evaluate_adapter(ctx, trained)
-        champion = evaluate_champion(ctx)
-        bias = bias_gate(ctx, trained, evaluation, champion)
-        regression = regression_gate(ctx, trained, evaluation, champion)
+        trained = steps.train(ctx)
+        evaluation = steps.evaluate(ctx, trained)
+        champion = steps.evaluate_champion(ctx)
+        bias = steps.bias_gate(ctx, trained, evaluation, champion)
+        regression = steps.regression_gate(ctx, trained, evaluation, champion)
         decisions = [validation, bias, regression]
         registered = register(ctx, trained, evaluation, decisions)
         ok = True

@@ -21,7 +21,7 @@ from tasks.loader import adapter_problems, fetch_adapter
 from tasks.names import ALIAS_CHAMPION, ApprovalStatus, GateOutcome, GATES, Tag
 
 SEVERITIES = ("critical", "high", "medium", "low")
-METRICS = ("test_macro_f1", "test_accuracy")
+METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
 LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST,
                 Tag.CODE_VERSION, Tag.FLOW_RUN_ID)
 DUE_SOON_DAYS = 30
@@ -217,7 +217,7 @@ def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[
         except Exception:  # run deleted or unreadable: the report says n/a
             cache[run_id] = {}
     got = cache.get(run_id or "", {})
-    return {m: got.get(m) for m in METRICS}
+    return {m: got[m] for m in METRICS if m in got}
 
 
 def _integrity(source: str, expected: str, tmp: Path) -> list[str]:

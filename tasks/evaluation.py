@@ -19,6 +19,16 @@ TRAIN_EVAL_CAP = 1000  # rows of the training split scored for the overfitting c
 class Evaluation:
     metrics: dict[str, dict[str, Any]]  # split -> classification_metrics(...)
     test: Predictions
+    headline: str = "macro_f1"  # the test metric a version's description and registration evidence name
+
+    def headline_metric(self) -> tuple[str, float]:
+        return self.headline, float(self.metrics["test"][self.headline] or 0.0)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """The run summary's metrics (the CLI prints test accuracy and macro-F1)."""
+        test = self.metrics["test"]
+        return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+                **{f"{k}_macro_f1": m["macro_f1"] for k, m in self.metrics.items() if k != "test"}}
 
 
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 128) -> np.ndarray:

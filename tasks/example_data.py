@@ -585,15 +585,71 @@ def write_support_tickets(path: Path, n_rows: int = 3000, seed: int = 7) -> Path
     return path
 
 
+# --- causal-LM examples: instruction pairs from the tickets, and general English for the forgetting check -------
+
+INSTRUCTION = "Which team should handle this ticket?"
+INSTRUCTION_ROWS = 600
+
+
+def support_instructions(tickets: pd.DataFrame) -> pd.DataFrame:
+    """Tickets as instruction pairs: prompt "Which team should handle this ticket? <text>" -> response team."""
+    return pd.DataFrame({"prompt": [f"{INSTRUCTION} {t}" for t in tickets["text"]],
+                         "response": list(tickets["team"]), "region": list(tickets["region"])})
+
+
+def write_support_instructions(path: Path, n_rows: int = INSTRUCTION_ROWS, seed: int = 7) -> Path:
+    """JSONL of :func:`support_instructions` with stable bytes (one object per line, ``\\n`` line ends)."""
+    import json
+
+    path = Path(path)
+    frame = support_instructions(generate_support_tickets(n_rows=n_rows, seed=seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        for row in frame.itertuples(index=False):
+            f.write(json.dumps(row._asdict(), ensure_ascii=False) + "\n")
+    return path
+
+
+_SUBJECTS = ["The old library", "A small river", "My neighbour's garden", "The morning train", "A quiet village",
+             "The city museum", "Our local bakery", "The mountain path", "A busy market", "The school choir",
+             "An autumn storm", "The harbour", "A young teacher", "The football team", "An old bicycle"]
+_VERBS = ["opens early on", "looks beautiful on", "is usually crowded on", "was repaired last", "grows quickly in",
+          "feels peaceful on", "attracts visitors during", "changes slowly over", "stays calm during",
+          "was busy all through"]
+_TIMES = ["Monday mornings", "sunny afternoons", "the winter months", "long summer evenings", "public holidays",
+          "rainy weekends", "the spring", "the first week of the year", "school holidays", "cold nights"]
+_TAILS = ["and people like to talk about it.", "so it is worth a visit.", "even when the weather is poor.",
+          "which surprises most newcomers.", "as the guidebooks often say.", "and nobody seems to mind.",
+          "because many families live nearby.", "according to the local newspaper."]
+
+
+def general_text(n_lines: int = 300, seed: int = 5) -> list[str]:
+    """Plain, ticket-unrelated English sentences (deterministic in n_lines, seed): the forgetting check's text."""
+    rng = random.Random(seed)
+    lines: dict[str, None] = {}
+    while len(lines) < n_lines:
+        lines[f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_TIMES)} {rng.choice(_TAILS)}"] = None
+    return list(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tasks.example_data [--out PATH] [--rows N] [--seed S]``."""
+    """``python -m tasks.example_data [--out PATH] [--rows N] [--seed S] [--instructions | --general-text]``."""
     p = argparse.ArgumentParser(prog="python -m tasks.example_data", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="examples/support_tickets.csv", help="CSV to write")
     p.add_argument("--rows", type=int, default=3000, help="number of tickets")
     p.add_argument("--seed", type=int, default=7, help="random seed")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--instructions", action="store_true", help="write instruction pairs (JSONL) instead")
+    kind.add_argument("--general-text", action="store_true", help="write general English lines (--rows of them)")
     args = p.parse_args(argv)
     try:
-        path = write_support_tickets(Path(args.out), n_rows=args.rows, seed=args.seed)
+        if args.instructions:
+            path = write_support_instructions(Path(args.out), n_rows=args.rows, seed=args.seed)
+        elif args.general_text:
+            path = Path(args.out)
+            path.write_text("\n".join(general_text(args.rows, args.seed)) + "\n", encoding="utf-8")
+        else:
+            path = write_support_tickets(Path(args.out), n_rows=args.rows, seed=args.seed)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None

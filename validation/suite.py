@@ -36,6 +36,7 @@ ROW = "row"  # position within its split
 TEXT_NORM = "text_normalized"
 IN_TRAIN = "text_in_train"
 PII_PREFIX = "pii_"
+PII_RESPONSE_PREFIX = "pii_response_"  # causal_lm: PII findings in the response (label) column
 
 N_EXAMPLES = 3
 EXAMPLE_CHARS = 60
@@ -60,26 +61,40 @@ def _rule(cls: type[gxe.Expectation], check: str, rule: str, about: str, example
                meta={"check": check, "about": about, "example": example}, **kwargs)
 
 
-def build_suite(cfg: ValidationGateConfig, labels: list[str], has_group: bool) -> gx.ExpectationSuite:
-    """One named expectation per rule of the gate, thresholds taken from the config."""
+def _text_rules(column: str, what: str, lo: int, hi: int) -> list[gxe.Expectation]:
+    """A free-text column (the text; a causal LM's prompt and response): a string, present, non-empty, in length."""
+    return [
+        _rule(gxe.ExpectColumnValuesToBeOfType, f"{what}_is_string", f"every {what} is a string",
+              f"{what} values are not strings", "type", column=column, type_="str"),
+        _rule(gxe.ExpectColumnValuesToNotBeNull, f"{what}_not_null", f"no {what} is null", f"{what}s are null", "row",
+              column=column),
+        _rule(gxe.ExpectColumnValuesToMatchRegex, f"{what}_not_empty", f"no {what} is empty or whitespace-only",
+              f"{what}s are empty or whitespace-only", "row", column=column, regex=r"\S"),
+        _rule(gxe.ExpectColumnValueLengthsToBeBetween, f"{what}_length", f"every {what} has {lo} to {hi} characters",
+              f"{what}s are shorter than {lo} or longer than {hi} characters", "length",
+              column=column, min_value=lo, max_value=hi),
+    ]
+
+
+def build_suite(cfg: ValidationGateConfig, labels: list[str], has_group: bool,
+                task: str = "sequence_classification") -> gx.ExpectationSuite:
+    """One named expectation per rule of the gate, thresholds taken from the config.
+
+    causal_lm: the prompt (``text`` column) and the response (``label`` column) are both checked as free text
+    (a response may be one character); there is no label set and no per-class minimum.
+    """
+    causal = task == "causal_lm"
     required = [TEXT, LABEL, GROUP] if has_group else [TEXT, LABEL]
     lo, hi = cfg.min_text_length, cfg.max_text_length
     expectations = [
         _rule(gxe.ExpectTableColumnsToMatchSet, "required_columns", f"the data has the columns {required}",
               "required columns are missing", column_set=required, exact_match=False),
-        _rule(gxe.ExpectColumnValuesToBeOfType, "text_is_string", "every text is a string",
-              "text values are not strings", "type", column=TEXT, type_="str"),
-        _rule(gxe.ExpectColumnValuesToNotBeNull, "text_not_null", "no text is null", "texts are null", "row",
-              column=TEXT),
-        _rule(gxe.ExpectColumnValuesToMatchRegex, "text_not_empty", "no text is empty or whitespace-only",
-              "texts are empty or whitespace-only", "row", column=TEXT, regex=r"\S"),
-        _rule(gxe.ExpectColumnValueLengthsToBeBetween, "text_length", f"every text has {lo} to {hi} characters",
-              f"texts are shorter than {lo} or longer than {hi} characters", "length",
-              column=TEXT, min_value=lo, max_value=hi),
-        _rule(gxe.ExpectColumnValuesToNotBeNull, "label_not_null", "no label is null", "labels are null", "row",
-              column=LABEL),
-        _rule(gxe.ExpectColumnValuesToBeInSet, "label_in_set", f"every label is one of {labels}",
-              f"labels are outside the label set {labels}", column=LABEL, value_set=list(labels)),
+        *(_text_rules(TEXT, "prompt", lo, hi) + _text_rules(LABEL, "response", 1, hi) if causal else
+          _text_rules(TEXT, "text", lo, hi) + [
+              _rule(gxe.ExpectColumnValuesToNotBeNull, "label_not_null", "no label is null", "labels are null", "row",
+                    column=LABEL),
+              _rule(gxe.ExpectColumnValuesToBeInSet, "label_in_set", f"every label is one of {labels}",
+                    f"labels are outside the label set {labels}", column=LABEL, value_set=list(labels))]),
         _rule(gxe.ExpectColumnProportionOfUniqueValuesToBeBetween, "duplicate_share",
               f"at most {cfg.max_duplicate_share:.2%} of texts (all splits, normalised) repeat an earlier text",
               "texts repeat an earlier text (after normalisation)",
@@ -90,7 +105,7 @@ def build_suite(cfg: ValidationGateConfig, labels: list[str], has_group: bool) -
             gxe.ExpectColumnValuesToBeInSet, "no_text_leakage", "no validation/test text (normalised) is in train",
             "test/validation texts also appear in train", "text",
             column=IN_TRAIN, value_set=[False], row_condition=Column(SPLIT) != "train"))
-    for label in labels:
+    for label in [] if causal else labels:
         expectations.append(_rule(
             gxe.ExpectTableRowCountToBeBetween, f"min_rows_per_class[{label}]",
             f"at least {cfg.min_rows_per_class} training rows of class {label!r}",
@@ -101,6 +116,11 @@ def build_suite(cfg: ValidationGateConfig, labels: list[str], has_group: bool) -
         expectations.append(_rule(
             gxe.ExpectColumnValuesToBeNull, f"pii_{kind}", f"at most {cfg.max_pii_share:.2%} of texts contain {what}",
             f"texts contain {what}", column=PII_PREFIX + kind, mostly=round(1.0 - cfg.max_pii_share, 12)))
+        if causal:
+            expectations.append(_rule(
+                gxe.ExpectColumnValuesToBeNull, f"pii_{kind}[response]",
+                f"at most {cfg.max_pii_share:.2%} of responses contain {what}", f"responses contain {what}",
+                column=PII_RESPONSE_PREFIX + kind, mostly=round(1.0 - cfg.max_pii_share, 12)))
     # The constructor, unlike add_expectation, needs no active data context.
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations,
                                notes="adaptrail validation gate: every rule must hold before training")
@@ -109,8 +129,9 @@ def build_suite(cfg: ValidationGateConfig, labels: list[str], has_group: bool) -
 # ---- the frame it runs on -------------------------------------------------------------------------
 
 
-def validation_frame(splits: DatasetSplits, pii_kinds: list[str]) -> pd.DataFrame:
-    """All splits in one frame, with the derived columns the suite judges."""
+def validation_frame(splits: DatasetSplits, pii_kinds: list[str], task: str = "sequence_classification"
+                     ) -> pd.DataFrame:
+    """All splits in one frame, with the derived columns the suite judges (causal_lm: PII in responses too)."""
     parts = [df.assign(**{SPLIT: name, ROW: range(len(df))}) for name, df in splits.frames().items()]
     frame = pd.concat(parts, ignore_index=True)
     texts = frame[TEXT] if TEXT in frame else pd.Series([None] * len(frame), dtype=object)
@@ -120,6 +141,8 @@ def validation_frame(splits: DatasetSplits, pii_kinds: list[str]) -> pd.DataFram
     for kind in pii_kinds:
         find = FINDERS[kind]
         frame[PII_PREFIX + kind] = [find(t) if isinstance(t, str) else None for t in texts]
+        if task == "causal_lm":
+            frame[PII_RESPONSE_PREFIX + kind] = [find(t) if isinstance(t, str) else None for t in frame[LABEL]]
     return frame
 
 
@@ -130,12 +153,13 @@ def _is_null(value: Any) -> bool:
 # ---- running it -----------------------------------------------------------------------------------
 
 
-def run_validation(splits: DatasetSplits, cfg: ValidationGateConfig, out_dir: Path) -> ValidationOutcome:
+def run_validation(splits: DatasetSplits, cfg: ValidationGateConfig, out_dir: Path,
+                   task: str = "sequence_classification") -> ValidationOutcome:
     """Run the suite on all splits; write the result JSON and Data Docs; never raises on failed data."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = validation_frame(splits, list(cfg.pii_checks))
-    suite = build_suite(cfg, splits.labels, splits.has_group)
+    frame = validation_frame(splits, list(cfg.pii_checks), task)
+    suite = build_suite(cfg, splits.labels, splits.has_group, task)
 
     context = _context(out_dir / DOCS_DIR)
     batch = (context.data_sources.add_pandas("adaptrail").add_dataframe_asset("splits")
