@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tasks  # noqa: F401  (environment defaults before prefect loads)
+from flows.compare_methods import compare_methods_flow
 from flows.compliance_audit import SEMIANNUAL_CRON, compliance_audit
 from flows.review_adapter import review_adapter
 from flows.train_adapter import train_adapter_flow
@@ -33,7 +34,7 @@ def default_train_parameters(config_path: Path = DEFAULT_CONFIG) -> dict[str, An
 
 
 def deployments(name: str = DEPLOYMENT_NAME) -> list:
-    """The three flows as ``RunnerDeployment``s; the audit also runs on its semiannual cron (UTC)."""
+    """The four flows as ``RunnerDeployment``s; the audit also runs on its semiannual cron (UTC)."""
     from prefect.schedules import Cron
 
     return [
@@ -41,6 +42,11 @@ def deployments(name: str = DEPLOYMENT_NAME) -> list:
             name, parameters=default_train_parameters(), tags=[*TAGS, "training"],
             description="Train a PEFT adapter on validated data, run the bias and regression gates and register "
                         "the version with its evidence (edit the config form to change data, model or gates)."),
+        compare_methods_flow.to_deployment(
+            name, parameters=default_train_parameters(), tags=[*TAGS, "training", "comparison"],
+            description="Proof of concept: train several PEFT methods (config compare.methods) on the same split "
+                        "and budget, compare quality, trainable parameters, size, time, memory and cost, and send "
+                        "the recommended one through the gates into the registry."),
         review_adapter.to_deployment(
             name, tags=[*TAGS, "approval"],
             description="Show a registered version's evidence and wait for an approve/reject decision; "

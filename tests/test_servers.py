@@ -22,7 +22,7 @@ from tasks.config import Config, load_config
 from tasks.names import ALL_TAGS, Tag
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOWS = {"train_adapter", "review_adapter", "compliance_audit"}
+FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit"}
 FAST = ["training.epochs=2", "training.batch_size=16", "training.learning_rate=0.01", "peft.r=4",
         "gates.bias.bootstrap_samples=50", "gates.bias.min_group_size=10", "gates.regression.min_group_size=10",
         "gates.regression.min_margin_over_baseline=-1.0"]
@@ -32,7 +32,7 @@ def _prefect_yaml() -> dict:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
 
 
-def test_prefect_yaml_entrypoints_load_as_the_three_flows_on_the_process_pool():
+def test_prefect_yaml_entrypoints_load_as_the_four_flows_on_the_process_pool():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = _prefect_yaml()
