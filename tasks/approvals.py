@@ -606,7 +606,9 @@ def model_version(c: MlflowClient, model: str, version: str):
         raise InputError(f"version must be a number (got {version!r}), e.g. 3")
     try:
         return c.get_model_version(model, str(version))
-    except MlflowException:
+    except MlflowException as err:
+        if registry.is_transient(err):  # the server is unreachable: not a missing version, and worth a retry
+            raise
         raise InputError(f"{model} v{version} is not in the MLflow registry at {state.tracking_uri()}; "
                          "list versions in the MLflow UI (Models)") from None
 

@@ -12,6 +12,7 @@ on ``seq`` and ``prev_hash`` stop a fork of the chain if that lock is ever bypas
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.errors import AdaptrailError, InputError
@@ -286,11 +287,23 @@ class Ledger:
         return make_url(self.url).render_as_string(hide_password=True)
 
 
+def _with_installed_driver(url: URL) -> URL:
+    """A bare ``postgresql://`` URL with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg (3), while
+    ``pip install .[postgres]`` brings psycopg2 (the driver MLflow's ``postgresql+psycopg2://`` store uses)."""
+    if url.drivername != "postgresql":
+        return url
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return url.set(drivername=driver)
+    raise InputError(f"no PostgreSQL driver for {url.render_as_string(hide_password=True)}; "
+                     'install one with `pip install ".[postgres]"` (psycopg2-binary)')
+
+
 def _make_engine(url: str) -> Engine:
     """Engine for ``url``; on SQLite, SQLAlchemy emits BEGIN (IMMEDIATE for writers) instead of pysqlite."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(_with_installed_driver(parsed), pool_pre_ping=True)
     db = parsed.database
     if db and db != ":memory:" and not db.startswith("file:"):
         Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import warnings
@@ -14,9 +15,13 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import OperationalError
 
 from tasks import state
 from tasks.data import DatasetSplits
+from tasks.names import Tag
+
+log = logging.getLogger("adaptrail")
 
 _KEY_OK = re.compile(r"[^0-9A-Za-z_\-. /]")
 MAX_PARAM_VALUE = 6000
@@ -39,9 +44,9 @@ def ensure_experiment(c: MlflowClient, name: str) -> str:
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    root = state.artifact_root().rstrip("/")
+    root = state.artifact_root()
     try:
-        return c.create_experiment(name, artifact_location=f"{root}/{name}")
+        return c.create_experiment(name, artifact_location=f"{root.rstrip('/')}/{name}" if root else None)
     except MlflowException:  # created concurrently
         return c.get_experiment_by_name(name).experiment_id
 
@@ -114,11 +119,51 @@ def ensure_registered_model(c: MlflowClient, name: str, description: str = "") -
             c.get_registered_model(name)
 
 
+def versions_of_run(c: MlflowClient, name: str, run_id: str, flow_run_id: str) -> list[ModelVersion]:
+    """Versions of ``name`` created from this MLflow run by this flow run (tag ``lineage.flow_run_id``), oldest
+    first."""
+    found = c.search_model_versions(f"run_id='{run_id}'")  # run ids are hex: no quoting issue, unlike names
+    mine = [v for v in found if v.name == name and v.tags.get(Tag.FLOW_RUN_ID) == flow_run_id]
+    return sorted(mine, key=lambda v: int(v.version))
+
+
 def register_version(c: MlflowClient, name: str, run_id: str, source: str, tags: dict[str, str],
                      description: str = "") -> ModelVersion:
-    """One adapter = one version; tags are set at creation so a version never exists without them."""
+    """One adapter = one version; tags are set at creation so a version never exists without them.
+
+    Idempotent per flow run: a retried register step gets the version its earlier attempt created (same run id
+    and ``lineage.flow_run_id``) instead of a second one. If an HTTP retry of the create call itself made a
+    duplicate (the server committed it but the answer was lost), the later copies are deleted: they have no
+    ledger event yet, and the earliest is the one every retry returns.
+    """
     ensure_registered_model(c, name, "adaptrail adapters for one use case")
-    return c.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description or None)
+    flow_run = tags.get(Tag.FLOW_RUN_ID)
+    if flow_run:
+        existing = versions_of_run(c, name, run_id, flow_run)
+        if existing:
+            log.info("model %s version %s already registered by flow run %s; reusing it", name,
+                     existing[0].version, flow_run)
+            return existing[0]
+    created = c.create_model_version(name, source=source, run_id=run_id, tags=tags, description=description or None)
+    if not flow_run:
+        return created
+    first, *extra = versions_of_run(c, name, run_id, flow_run) or [created]
+    for dup in extra:
+        log.warning("deleting duplicate model %s version %s (same flow run %s as version %s)", name, dup.version,
+                    flow_run, first.version)
+        c.delete_model_version(name, dup.version)
+    return first
+
+
+def is_transient(err: BaseException | None) -> bool:
+    """A server or network failure worth retrying (MLflow unreachable after its own HTTP retries, a lost database
+    connection); never a refusal, a bad input or a failed gate."""
+    if isinstance(err, OperationalError):
+        return True
+    if isinstance(err, MlflowException):
+        msg = str(err.message if hasattr(err, "message") else err)
+        return "failed with exception" in msg or "failed with timeout exception" in msg
+    return isinstance(err, (ConnectionError, TimeoutError))
 
 
 def version_by_alias(c: MlflowClient, name: str, alias: str) -> ModelVersion | None:

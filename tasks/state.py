@@ -4,7 +4,10 @@ Every location is overridable by an environment variable (README: "Where things 
 
 - ``ADAPTRAIL_HOME``: the state directory (default ``./.adaptrail``).
 - ``MLFLOW_TRACKING_URI``: MLflow backend (default SQLite ``$ADAPTRAIL_HOME/mlflow.db``).
-- ``ADAPTRAIL_ARTIFACT_ROOT``: artifact root for new experiments (default ``$ADAPTRAIL_HOME/mlartifacts``).
+- ``ADAPTRAIL_ARTIFACT_ROOT``: artifact root for new experiments (default ``$ADAPTRAIL_HOME/mlartifacts``, or the
+  tracking server's own artifact store when ``MLFLOW_TRACKING_URI`` is a server URL).
+- ``ADAPTRAIL_LEDGER_URL``: the approval ledger's database (read by ``tasks.ledger.ledger_url``).
+- ``PREFECT_API_URL``: a Prefect server (read by Prefect itself; unset: an embedded temporary API).
 - ``PREFECT_HOME``: Prefect's home (default ``$ADAPTRAIL_HOME/prefect``).
 - ``ADAPTRAIL_USER``: the identity recorded as ``lineage.requested_by`` (default: OS user).
 """
@@ -24,9 +27,18 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
+def is_tracking_server(uri: str | None = None) -> bool:
+    """True when the tracking URI is an MLflow server (http/https) rather than a database or folder."""
+    return (uri or tracking_uri()).startswith(("http://", "https://"))
+
+
+def artifact_root() -> str | None:
+    """Where new experiments keep artifacts; None means the tracking server decides (its proxied store), so a
+    worker on another machine never records a path that exists only on its own disk."""
     root = os.environ.get("ADAPTRAIL_ARTIFACT_ROOT")
-    return root if root else (home() / "mlartifacts").as_uri()
+    if root:
+        return root
+    return None if is_tracking_server() else (home() / "mlartifacts").as_uri()
 
 
 def runs_dir() -> Path:
@@ -62,3 +74,6 @@ def apply_environment_defaults() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # MLflow reads DO_NOT_TRACK only as "true"; its telemetry client also sets and unsets an environment variable
+    # from whichever thread (re)creates it, which races with requests iterating os.environ in another thread.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
