@@ -40,9 +40,10 @@ example-data: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(pwd)/.adaptrail/mlflow.db}" --host 127.0.0.1 --port 5000
 
-## benchmarks (on demand): an audit over 1,000 seeded versions
+## benchmarks (on demand): an audit over 1,000 seeded versions; training speed and memory (needs ../shared/data)
 bench: $(STAMP)
 	$(BIN)/python bench/audit_1000.py
+	$(BIN)/python bench/train_speed.py $(BENCH_ARGS)
 
 clean-state:
 	rm -rf .adaptrail

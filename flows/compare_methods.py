@@ -12,11 +12,12 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.train_adapter import gate_and_register
 from tasks import state
 from tasks.compare_steps import check_supported, method_config, publish_comparison, reload_winner, train_method
 from tasks.config import CompareConfig, Config
-from tasks.steps import (RunContext, bias_gate, build_summary, close_run, evaluate_adapter, evaluate_champion,
-                         load_data, open_run, pin_base_model, publish_summary, register, regression_gate,
+from tasks.lm_steps import steps_for
+from tasks.steps import (RunContext, build_summary, close_run, load_data, open_run, pin_base_model, publish_summary,
                          validate_data)
 
 
@@ -74,12 +75,7 @@ def register_winner(validation, parent: RunContext, winner, config: Config) -> d
     ctx, trained = reload_winner(parent, winner, config)
     ok = False
     try:
-        evaluation = evaluate_adapter(ctx, trained)
-        champion = evaluate_champion(ctx)
-        bias = bias_gate(ctx, trained, evaluation, champion)
-        regression = regression_gate(ctx, trained, evaluation, champion)
-        decisions = [validation, bias, regression]
-        registered = register(ctx, trained, evaluation, decisions)
+        evaluation, decisions, registered = gate_and_register(ctx, steps_for(config.model.task), trained, validation)
         ok = True
     finally:
         close_run(ctx.run_id, ok, ctx.workdir)

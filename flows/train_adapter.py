@@ -9,8 +9,10 @@ from prefect import flow
 from flows.review_adapter import request_approval
 from tasks import state
 from tasks.config import Config
-from tasks.lm_steps import steps_for
-from tasks.steps import build_summary, close_run, open_run, pin_base_model, publish_summary, register, validate_data
+from tasks.decision import GateDecision
+from tasks.lm_steps import TaskSteps, steps_for
+from tasks.steps import (RunContext, TrainedAdapter, build_summary, close_run, open_run, pin_base_model,
+                         publish_summary, register, validate_data)
 
 
 @flow(name="train_adapter", log_prints=True)
@@ -24,12 +26,7 @@ def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[
     try:
         validation = validate_data(ctx)
         trained = steps.train(ctx)
-        evaluation = steps.evaluate(ctx, trained)
-        champion = steps.evaluate_champion(ctx)
-        bias = steps.bias_gate(ctx, trained, evaluation, champion)
-        regression = steps.regression_gate(ctx, trained, evaluation, champion)
-        decisions = [validation, bias, regression]
-        registered = register(ctx, trained, evaluation, decisions)
+        evaluation, decisions, registered = gate_and_register(ctx, steps, trained, validation)
         ok = True
     finally:
         close_run(ctx.run_id, ok, ctx.workdir)
@@ -39,3 +36,13 @@ def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[
         summary["approval"] = request_approval(registered.model, registered.version, config.approval,
                                                config.registry.review_period_days)
     return summary
+
+
+def gate_and_register(ctx: RunContext, steps: TaskSteps, trained: TrainedAdapter, validation: GateDecision):
+    """evaluate -> champion -> bias gate -> regression gate -> register (shared with the method comparison)."""
+    evaluation = steps.evaluate(ctx, trained)
+    champion = steps.evaluate_champion(ctx)
+    bias = steps.bias_gate(ctx, trained, evaluation, champion)
+    regression = steps.regression_gate(ctx, trained, evaluation, champion)
+    decisions = [validation, bias, regression]
+    return evaluation, decisions, register(ctx, trained, evaluation, decisions)
