@@ -116,8 +116,8 @@ def release_freed_memory() -> None:
     """Serve large allocations from mmap, so every freed activation goes back to the OS (glibc only).
 
     Batches of varying shape otherwise fragment the heap and the process keeps the high-water mark of every
-    shape it has seen: on MiniLM this lowers peak RSS by about a third at no measurable cost in speed
-    (bench/train_speed.py).
+    shape it has seen. On MiniLM over 600 SMS texts (2 threads) it lowered peak RSS from about 2,350 to 1,627 MiB
+    and cost about 20% of the tokens/s (685 vs 840): fresh pages are faulted in for each large tensor.
     """
     import ctypes
 
@@ -146,7 +146,8 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    release_freed_memory()
+    if cfg.release_memory:
+        release_freed_memory()
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     seed_everything(cfg.seed)
