@@ -7,7 +7,8 @@ hyperparameters, seed and thread count:
 - ``plain``: a textbook loop (``DataLoader(shuffle=True)`` + ``DataCollatorWithPadding``, i.e. padding to the
   longest example of each randomly drawn batch), the way a user's own script usually looks;
 - ``full``: adaptrail's training task with ``peft.method: full`` (every weight trainable), for peak memory;
-- ``+gc``: the same with ``training.gradient_checkpointing`` (e.g. ``adaptrail-lora+gc,adaptrail-full+gc``).
+- ``+gc``: the same with ``training.gradient_checkpointing`` (e.g. ``adaptrail-lora+gc,adaptrail-full+gc``);
+- ``+keep``: the same with ``training.release_memory: false`` (the allocator keeps freed memory: faster, more RSS).
 
 Each mode runs in its own fresh process so that its peak RSS (``ru_maxrss``) is its own. Throughput counts real
 (non-padding) tokens per second of the training loop only (model loading and tokenisation excluded in all modes).
@@ -58,8 +59,11 @@ def _model(method: str, labels: list[str]):
     return wrap_with_peft(model, pcfg, "sequence_classification", fresh), load_tokenizer(ref, mcfg)
 
 
-def run_adaptrail(args, method: str, checkpointing: bool = False) -> dict:
-    """adaptrail's own training task (the code the flows run); ``+gc`` modes turn on gradient checkpointing."""
+OPTIONS = {"": {}, "gc": {"gradient_checkpointing": True}, "keep": {"release_memory": False}}
+
+
+def run_adaptrail(args, method: str, option: str = "") -> dict:
+    """adaptrail's own training task (the code the flows run) with a mode's ``+option`` (see OPTIONS)."""
     from tasks.config import TrainingConfig
     from tasks.training import Encoded, encode, seed_everything, train
 
@@ -69,10 +73,10 @@ def run_adaptrail(args, method: str, checkpointing: bool = False) -> dict:
     enc = encode(tok, texts, y, MAX_LENGTH)
     cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=LEARNING_RATE[method],
                          warmup_ratio=0.06, seed=args.seed, num_threads=args.threads, group_by_length=True,
-                         gradient_checkpointing=checkpointing)
+                         **OPTIONS[option])
     rss_loaded = _rss_mib()
     stats = train(model, enc, Encoded([], []), tok.pad_token_id, cfg)
-    return {"mode": f"adaptrail-{method}" + ("+gc" if checkpointing else ""), "seconds": stats.seconds, "real_tokens": stats.real_tokens,
+    return {"mode": f"adaptrail-{method}" + (f"+{option}" if option else ""), "seconds": stats.seconds, "real_tokens": stats.real_tokens,
             "padded_tokens": stats.padded_tokens, "steps": stats.steps, "final_loss": stats.history[-1]["train_loss"],
             "rss_after_load_mib": rss_loaded, "peak_rss_mib": _rss_mib()}
 
@@ -123,8 +127,8 @@ def child(args) -> None:
     os.environ.setdefault("ADAPTRAIL_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "adaptrail-bench"))
     import tasks  # noqa: F401  (offline HF defaults)
 
-    mode, _, gc = args.mode.partition("+")
-    result = run_plain(args) if mode == "plain-lora" else run_adaptrail(args, mode.split("-", 1)[1], gc == "gc")
+    mode, _, option = args.mode.partition("+")
+    result = run_plain(args) if mode == "plain-lora" else run_adaptrail(args, mode.split("-", 1)[1], option)
     print("RESULT " + json.dumps(result))
 
 
@@ -175,6 +179,10 @@ def main() -> None:
         ratio = lo["peak_rss_mib"] / fu["peak_rss_mib"]
         print(f"memory with gradient checkpointing: LoRA / full fine-tuning peak RSS = {ratio:.2f}x (target <= "
               f"0.8x: {'met' if ratio <= 0.8 else 'NOT met'})")
+    if {"adaptrail-lora", "adaptrail-lora+keep"} <= results.keys():
+        on, off = results["adaptrail-lora"], results["adaptrail-lora+keep"]
+        print(f"training.release_memory on / off: {(on['real_tokens'] / on['seconds']) / (off['real_tokens'] / off['seconds']):.2f}x "
+              f"tokens/s, {on['peak_rss_mib'] / off['peak_rss_mib']:.2f}x peak RSS")
     print(f"settings: {args.rows or 'all'} rows, {args.epochs} epoch(s), batch {args.batch_size}, "
           f"{args.threads} threads, max_length {MAX_LENGTH}, seed {args.seed}")
 

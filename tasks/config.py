@@ -136,7 +136,7 @@ class TrainingConfig(_Section):
     num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     release_memory: bool = Field(
         True, description="serve large CPU allocations from mmap so freed activations return to the OS: about 30% "
-        "lower peak RSS, about 20% fewer tokens/s on a 2-core CPU (process-wide once set; no effect on GPU memory)")
+        "lower peak RSS, about 16% fewer tokens/s on a 2-core CPU (process-wide once set; no effect on GPU memory)")
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: much less memory, about a third more "
         "compute (worth it when activations, not weights, fill the memory)")
