@@ -38,7 +38,7 @@ example-data: $(STAMP)
 
 ## MLflow UI on the project's state (http://127.0.0.1:5000)
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(pwd)/.adaptrail/mlflow.db}" --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$$(realpath -m "$${ADAPTRAIL_HOME:-.adaptrail}")/mlflow.db}" --host 127.0.0.1 --port 5000
 
 ## benchmarks (on demand): an audit over 1,000 seeded versions; training speed and memory (needs ../shared/data)
 bench: $(STAMP)

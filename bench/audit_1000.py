@@ -24,10 +24,10 @@ def seed(n_versions: int, home: Path) -> None:
     """``n_versions`` over MODELS models: 3 in 5 approved (the last is champion), 1 in 5 rejected, rest pending."""
     from mlflow.entities import Metric
 
-    from tasks import registry
-    from tasks.adapter import write_manifest
-    from tasks.ledger import Ledger
-    from tasks.names import ALIAS_CHAMPION, GATES, Tag
+    from tasks.governance import registry
+    from tasks.training.adapter_files import write_manifest
+    from tasks.governance.ledger import Ledger
+    from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 
     c = registry.client()
     exp = registry.ensure_experiment(c, "bench")
@@ -74,7 +74,7 @@ def seed(n_versions: int, home: Path) -> None:
 
 
 def _state(status: str, by: str, at: datetime, reason: str, due: str) -> dict[str, str]:
-    from tasks.names import Tag
+    from tasks.core.names import Tag
 
     return {Tag.APPROVAL_STATUS: status, Tag.APPROVAL_BY: by, Tag.APPROVAL_AT: at.isoformat(timespec="seconds"),
             Tag.APPROVAL_REASON: reason, Tag.REVIEW_DUE: due}
@@ -89,8 +89,10 @@ def main() -> int:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("ADAPTRAIL_LEDGER_URL", None)
     sys.path.insert(0, str(ROOT))
-    import tasks  # noqa: F401  (environment defaults)
-    from tasks.audit_report import run_audit
+    from tasks.core.state import apply_environment_defaults
+
+    apply_environment_defaults()
+    from tasks.governance.audit_run import run_audit
 
     start = time.perf_counter()
     seed(args.versions, home)

@@ -49,8 +49,9 @@ def _load(rows: int, seed: int):
 
 
 def _model(method: str, labels: list[str]):
-    from tasks.config import ModelConfig, PeftConfig
-    from tasks.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
+    from tasks.core.config import ModelConfig
+    from tasks.core.peft_config import PeftConfig
+    from tasks.training.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 
     mcfg = ModelConfig(max_length=MAX_LENGTH)
     ref = resolve_base_model(mcfg)
@@ -64,8 +65,8 @@ OPTIONS = {"": {}, "gc": {"gradient_checkpointing": True}, "keep": {"release_mem
 
 def run_adaptrail(args, method: str, option: str = "") -> dict:
     """adaptrail's own training task (the code the flows run) with a mode's ``+option`` (see OPTIONS)."""
-    from tasks.config import TrainingConfig
-    from tasks.training import Encoded, encode, seed_everything, train
+    from tasks.core.config import TrainingConfig
+    from tasks.training.loop import Encoded, encode, seed_everything, train
 
     texts, y, labels = _load(args.rows, args.seed)
     seed_everything(args.seed)
@@ -125,7 +126,9 @@ def run_plain(args) -> dict:
 def child(args) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("ADAPTRAIL_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "adaptrail-bench"))
-    import tasks  # noqa: F401  (offline HF defaults)
+    from tasks.core.state import apply_environment_defaults
+
+    apply_environment_defaults()  # offline HF defaults
 
     mode, _, option = args.mode.partition("+")
     result = run_plain(args) if mode == "plain-lora" else run_adaptrail(args, mode.split("-", 1)[1], option)

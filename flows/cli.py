@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import tasks  # noqa: F401  (environment defaults first)
-from tasks import state
-from tasks.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
+from tasks.core import state
+from tasks.core.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -34,7 +33,7 @@ def _print_run_summary(s: dict[str, Any]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.train_adapter import train_adapter_flow
-    from tasks.config import load_config
+    from tasks.core.config_files import load_config
 
     config = load_config(args.config, args.set)
     summary = train_adapter_flow(config, requested_by=args.requested_by)
@@ -57,7 +56,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from flows.compare_methods import compare_methods_flow
-    from tasks.config import load_config
+    from tasks.core.config_files import load_config
 
     overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
         ["compare.register_winner=false"] if args.no_register else [])
@@ -76,7 +75,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_example_data(args: argparse.Namespace) -> int:
-    from tasks.example_data import write_support_tickets
+    from tasks.data.example import write_support_tickets
 
     path = write_support_tickets(Path(args.out), n_rows=args.rows, seed=args.seed)
     print(f"wrote {path}")
@@ -115,10 +114,10 @@ def _add_ui_commands(sub) -> None:
 
 def _policy(args: argparse.Namespace):
     """Allow-list, review period and keys: from --config when given, else the environment (ADAPTRAIL_APPROVERS)."""
-    from tasks.approvals import Policy
+    from tasks.governance.approvals import Policy
 
     if getattr(args, "approval_config", None):
-        from tasks.config import load_config
+        from tasks.core.config_files import load_config
 
         config = load_config(args.approval_config)
         return Policy.resolve(config.approval, config.registry.review_period_days)
@@ -126,7 +125,7 @@ def _policy(args: argparse.Namespace):
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from tasks import approvals
+    from tasks.governance import approvals
 
     decide = {"approve": approvals.approve, "reject": approvals.reject, "revoke": approvals.revoke,
               "review": approvals.review}[args.command]
@@ -151,7 +150,7 @@ def _ref(model: str, version: str | None) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from tasks.loader import verify
+    from tasks.governance.loader import verify
 
     report = verify(_ref(args.model, args.version), policy=_policy(args))
     if args.json:
@@ -163,7 +162,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.loader import predict
+    from tasks.governance.loader import predict
 
     results = predict(args.ref, args.texts, policy=_policy(args))
     if args.json:
@@ -215,7 +214,8 @@ def _add_approval_commands(sub) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from tasks.audit_report import point_in_time_text, run_audit
+    from tasks.governance.audit_report import point_in_time_text
+    from tasks.governance.audit_run import run_audit
 
     data, paths, run_id = run_audit(args.since, args.until, args.model, args.out, args.fail_on, args.as_of,
                                     args.champion_of)
@@ -239,7 +239,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _add_audit_command(sub) -> None:
-    from tasks.audit import SEVERITIES
+    from tasks.governance.audit import SEVERITIES
 
     aud = sub.add_parser("audit", help="compliance audit of every registered version: findings, HTML/JSON/CSV report")
     aud.add_argument("--since", default=None, metavar="DATE", help="versions created or decided on/after DATE")

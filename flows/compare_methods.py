@@ -12,13 +12,13 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.train_adapter import gate_and_register
-from tasks import state
-from tasks.compare_steps import check_supported, method_config, publish_comparison, reload_winner, train_method
-from tasks.config import CompareConfig, Config
-from tasks.lm_steps import steps_for
-from tasks.steps import (RunContext, build_summary, close_run, load_data, open_run, pin_base_model, publish_summary,
-                         validate_data)
+from flows.train_adapter import gate_and_register, steps_for
+from tasks.core import state
+from tasks.steps.compare import check_supported, method_config, publish_comparison, reload_winner, train_method
+from tasks.core.config import CompareConfig, Config
+from tasks.steps.classification import load_data
+from tasks.steps.common import RunContext, close_run, open_run, pin_base_model, publish_summary, validate_data
+from tasks.steps.register import build_summary
 
 
 def task_runner(cc: CompareConfig, n_methods: int):

@@ -11,8 +11,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import audit, audit_report
-from tasks.errors import InputError
+from tasks.governance import audit, audit_report
+from tasks.governance.audit_run import AuditRequest, answer_point_in_time, collect_and_judge, write_reports
 
 # Reads and judges; the only writes are idempotent (expiry events, report files, one MLflow run): never retried.
 step = task(cache_policy=NO_CACHE, retries=0)
@@ -22,26 +22,18 @@ SEMIANNUAL_CRON = "0 6 1 1,7 *"
 
 
 @step(name="collect-evidence")
-def collect_evidence(since: str | None, until: str | None, model: str | None, now: datetime | None
-                     ) -> audit.Audit:
-    found = audit.collect(audit.parse_when(since), audit.parse_when(until, end_of_day=True), model, now)
-    audit.assess(found, now)
-    return found
+def collect_evidence(req: AuditRequest) -> audit.Audit:
+    return collect_and_judge(req)
 
 
 @step(name="point-in-time")
-def point_in_time(found: audit.Audit, as_of: str | None, champion_of: str | None) -> audit.Audit:
-    if champion_of:
-        found.point_in_time = audit.champion_at(champion_of, audit.parse_when(as_of, end_of_day=True))
-        found.point_in_time["asked"] = str(as_of)
-    return found
+def point_in_time(found: audit.Audit, req: AuditRequest) -> audit.Audit:
+    return answer_point_in_time(found, req)
 
 
 @step(name="write-reports")
-def write_reports(found: audit.Audit, out_dir: str | None, fail_on: str) -> tuple[dict[str, Any], dict[str, Path]]:
-    data = audit_report.report_data(found, fail_on)
-    out = Path(out_dir) if out_dir else audit_report.default_out_dir(data["generated_at"])
-    return data, audit_report.write_reports(data, out)
+def write(found: audit.Audit, req: AuditRequest) -> tuple[dict[str, Any], dict[str, Path]]:
+    return write_reports(found, req)
 
 
 @step(name="log-to-mlflow")
@@ -63,12 +55,10 @@ def compliance_audit(since: str | None = None, until: str | None = None, model: 
                      champion_of: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Audit every registered adapter version in scope; the summary's ``exit_code`` is 4 when a finding is at or
     above ``fail_on`` (critical/high/medium/low)."""
-    audit.verdict([], fail_on)  # a bad severity fails before any work
-    if (as_of is None) != (champion_of is None):
-        raise InputError("the point-in-time question needs both as_of and champion_of")
-    found = collect_evidence(since, until, model, now)
-    found = point_in_time(found, as_of, champion_of)
-    data, paths = write_reports(found, out_dir, fail_on)
+    req = AuditRequest(since, until, model, out_dir, fail_on, as_of, champion_of, now)
+    found = collect_evidence(req)
+    found = point_in_time(found, req)
+    data, paths = write(found, req)
     run_id = log_to_mlflow(data, paths)
     publish(data)
     print(f"audit {data['summary']['verdict']}: {data['summary']['counts']}; report {paths['html']}")

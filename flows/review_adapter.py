@@ -7,13 +7,9 @@ No answer within the timeout leaves the version as it was (``pending``); the pau
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any, Literal
 
-import mlflow.artifacts
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -22,15 +18,14 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
-from tasks import approvals, registry
-from tasks.config import ApprovalConfig
-from tasks.ledger import Ledger
-from tasks.names import ALIAS_CHAMPION, ARTIFACT_REPORTS, GATES, Tag
+from tasks.governance import approvals
+from tasks.governance import registry
+from tasks.core.config import ApprovalConfig
+from tasks.governance.evidence import evidence_markdown
+from tasks.core.names import Tag
 
 log = logging.getLogger("adaptrail")
 
-METRICS = ("test_macro_f1", "test_accuracy", "validation_macro_f1", "test_exact_match", "test_perplexity")
-LEDGER_ROWS = 8
 
 
 class ApprovalInput(RunInput):
@@ -41,82 +36,6 @@ class ApprovalInput(RunInput):
     reason: str = Field(description="why; recorded in the approval ledger")
     override: bool = Field(False, description="approve although a gate failed (needs a second approver)")
     second_approver: str | None = Field(None, description="a second, distinct approver confirming an override")
-
-
-# --- evidence ------------------------------------------------------------------------------------------
-
-
-def _run_metrics(c, run_id: str | None) -> dict[str, float]:
-    if not run_id:
-        return {}
-    try:
-        return dict(c.get_run(run_id).data.metrics)
-    except Exception:  # run deleted or unreadable: the table says n/a
-        return {}
-
-
-def _gate_reasons(run_id: str | None) -> dict[str, str]:
-    """Each gate's reason from the run's ``reports/gates.json`` ({} when the run has none)."""
-    if not run_id:
-        return {}
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{ARTIFACT_REPORTS}/gates.json",
-                                                       dst_path=tmp)
-            return {d["gate"]: d.get("reason", "") for d in json.loads(Path(path).read_text(encoding="utf-8"))}
-        except Exception:  # older runs have no gates.json
-            return {}
-
-
-def _cell(text: str, limit: int = 300) -> str:
-    """Text safe inside a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")[:limit]
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def evidence_markdown(model: str, version: str) -> str:
-    """What a reviewer needs in the form: gates, key metrics vs the champion, lineage, the ledger, the rules."""
-    c = registry.client()
-    mv = approvals.model_version(c, model, version)
-    tags = mv.tags
-    champion = registry.version_by_alias(c, model, ALIAS_CHAMPION)
-    with Ledger() as led:
-        model_events = led.events(model=model)
-    events = [e for e in model_events if e.version == str(version)]
-    mine, theirs = _run_metrics(c, mv.run_id), _run_metrics(c, champion.run_id if champion else None)
-    reasons = _gate_reasons(mv.run_id)
-    lines = [f"## Review {model} v{version}",
-             f"Status **{tags.get(Tag.APPROVAL_STATUS, '?')}** · "
-             f"requested by **{tags.get(Tag.REQUESTED_BY, '?')}** · flow run `{tags.get(Tag.FLOW_RUN_ID, '?')}`", "", "### Gates", "| gate | outcome | reason |",
-             "|---|---|---|"]
-    lines += [f"| {g} | {_cell(tags.get(Tag.gate(g), '?'))} | {_cell(reasons.get(g, ''))} |" for g in GATES]
-    ch = f"v{champion.version}" if champion else "none"
-    lines += ["", f"### Metrics vs champion ({ch}; each scored on its own run's test split — the regression "
-              "gate compares them on the same split)", f"| metric | v{version} | {ch} | change |", "|---|---|---|---|"]
-    for m in METRICS:
-        a, b = mine.get(m), theirs.get(m)
-        if a is None and b is None:
-            continue  # the other task type's metric
-        lines.append(f"| {m} | {_fmt(a)} | {_fmt(b)} | {_fmt(a - b) if a is not None and b is not None else 'n/a'} |")
-    lines += ["", "### Lineage"]
-    for key in (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.CODE_VERSION,
-                Tag.ADAPTER_DIGEST, Tag.PEFT_METHOD, Tag.PEFT_TRAINABLE_PARAMS):
-        lines.append(f"- `{key.removeprefix('adaptrail.')}`: `{tags.get(key, '?')}`")
-    lines += ["", "### Ledger", "| seq | at | action | actor | reason |", "|---|---|---|---|---|"]
-    lines += [f"| {e.seq} | {e.at} | {e.action} | {_cell(e.actor)} | {_cell(e.reason, 120)} |"
-              for e in events[-LEDGER_ROWS:]]
-    problems = approvals.disagreements(model, str(version), tags, model_events,
-                                       str(champion.version) if champion else None)
-    if problems:
-        lines += ["", "### MLflow disagrees with the ledger (the decision repairs it from the ledger first)"]
-        lines += [f"- {p}" for p in problems]
-    lines += ["", "### Rules", "The approver must be on the allow-list and must not be the requester. A version "
-              "whose gates failed is approved only with *override*, a reason and a second, distinct approver. "
-              f"Approving moves alias `{ALIAS_CHAMPION}` to this version."]
-    return "\n".join(lines)
 
 
 # --- steps -----------------------------------------------------------------------------------------------
@@ -154,7 +73,7 @@ def record_decision(model: str, version: str, answer: ApprovalInput, policy: app
 
 
 def _no_decision(model: str, version: str, why: str) -> dict[str, Any]:
-    status = approvals.model_version(registry.client(), model, version).tags.get(Tag.APPROVAL_STATUS, "")
+    status = registry.model_version(registry.client(), model, version).tags.get(Tag.APPROVAL_STATUS, "")
     return {"model": model, "version": version, "action": None, "status": status, "changed": False,
             "message": f"{why}; {model} v{version} stays {status} (decide later: review_adapter flow or CLI)"}
 

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tasks  # noqa: F401  (environment defaults before prefect loads)
 from flows.compare_methods import compare_methods_flow
 from flows.compliance_audit import SEMIANNUAL_CRON, compliance_audit
 from flows.review_adapter import review_adapter
 from flows.train_adapter import train_adapter_flow
-from tasks import state
-from tasks.config import load_config
-from tasks.errors import AdaptrailError
+from tasks.core import state
+from tasks.core.config_files import load_config
+from tasks.core.errors import AdaptrailError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"

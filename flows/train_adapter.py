@@ -7,12 +7,23 @@ from typing import Any
 from prefect import flow
 
 from flows.review_adapter import request_approval
-from tasks import state
-from tasks.config import Config
-from tasks.decision import GateDecision
-from tasks.lm_steps import TaskSteps, steps_for
-from tasks.steps import (RunContext, TrainedAdapter, build_summary, close_run, open_run, pin_base_model,
-                         publish_summary, register, validate_data)
+from tasks.core import state
+from tasks.core.config import Config
+from tasks.gates.decision import GateDecision
+from tasks.steps.common import RunContext, close_run, open_run, pin_base_model, publish_summary, validate_data
+from tasks.steps.causal_lm import CAUSAL_LM
+from tasks.steps.classification import CLASSIFICATION
+from tasks.steps.kinds import TaskSteps
+from tasks.steps.register import build_summary, register
+from tasks.training.recipe import TrainedAdapter
+
+#: Each task kind's steps (typed tables in the kinds' step modules).
+TASK_STEPS: dict[str, TaskSteps] = {"sequence_classification": CLASSIFICATION, "causal_lm": CAUSAL_LM}
+
+
+def steps_for(task: str) -> TaskSteps:
+    """The steps of ``model.task``: sequence_classification or causal_lm."""
+    return TASK_STEPS[task]
 
 
 @flow(name="train_adapter", log_prints=True)

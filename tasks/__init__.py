@@ -1,6 +1,5 @@
-"""adaptrail's work: plain typed functions with thin Prefect ``@task`` wrappers."""
+"""adaptrail's work, by concern: ``core`` <- ``data`` <- ``training`` <- ``gates`` <- ``governance`` <- ``steps``.
 
-from tasks.state import apply_environment_defaults
-
-# Prefect reads PREFECT_HOME when it is first imported; set our defaults before any task module imports it.
-apply_environment_defaults()
+Importing any of it has no side effects; the entry points (the CLI, the flows, ``serve``) apply the environment
+defaults once (:func:`tasks.core.state.apply_environment_defaults`). docs/architecture.md is the map.
+"""

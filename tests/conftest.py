@@ -18,7 +18,9 @@ os.environ.setdefault("ADAPTRAIL_USER", "test-requester")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-import tasks  # noqa: E402,F401
+from tasks.core.state import apply_environment_defaults  # noqa: E402
+
+apply_environment_defaults()  # the suite is an entry point, like the CLI
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
@@ -49,7 +51,7 @@ def mlflow_db(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAPTRAIL_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        __import__("tasks.registry").registry.client().search_registered_models()
+        __import__("tasks.governance.registry").governance.registry.client().search_registered_models()
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home / "mlflow.db"
 
@@ -79,7 +81,7 @@ def cli():
 @pytest.fixture(scope="session")
 def tickets() -> pd.DataFrame:
     """A small slice of the example support-ticket data (real generator, 600 rows)."""
-    from tasks.example_data import generate_support_tickets
+    from tasks.data.example import generate_support_tickets
 
     return generate_support_tickets(n_rows=600, seed=11)
 
@@ -94,7 +96,7 @@ def tickets_csv(tickets, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tickets, tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random-init BERT with a word vocabulary from the tickets."""
-    from tasks.tiny_model import build_tiny_bert
+    from tasks.training.tiny_model import build_tiny_bert
 
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), list(tickets["text"]))
 

@@ -120,7 +120,7 @@ def postgres() -> Iterator[PgServer]:
 
 def append_events(url: str, worker: int, count: int, barrier) -> None:
     """A ledger writer for a spawned process (lives here so the child imports nothing heavy)."""
-    from tasks.ledger import Ledger
+    from tasks.governance.ledger import Ledger
 
     with Ledger(url) as led:
         barrier.wait()

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasks import approvals, registry
-from tasks.approvals import DecisionRefused, Policy
-from tasks.errors import EXIT_BAD_INPUT
-from tasks.ledger import Ledger
-from tasks.names import ALIAS_CANDIDATE, ALIAS_CHAMPION, GATES, Tag
+from tasks.governance import approvals
+from tasks.governance import registry
+from tasks.governance.approvals import DecisionRefused, Policy
+from tasks.core.errors import EXIT_BAD_INPUT
+from tasks.governance.ledger import Ledger
+from tasks.core.names import ALIAS_CANDIDATE, ALIAS_CHAMPION, GATES, Tag
 
 MODEL = "router"
 REQUESTER = "carol"

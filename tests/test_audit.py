@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tasks import approvals, audit, registry
-from tasks.adapter import write_manifest
-from tasks.approvals import Policy
-from tasks.audit_report import run_audit, verify_report
-from tasks.errors import EXIT_AUDIT_FINDINGS, EXIT_BAD_INPUT, EXIT_OK, InputError
-from tasks.ledger import Ledger
-from tasks.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.governance import approvals
+from tasks.governance import audit
+from tasks.governance import registry
+from tasks.training.adapter_files import write_manifest
+from tasks.governance.approvals import Policy
+from tasks.governance.audit_report import verify_report
+from tasks.governance.audit_run import run_audit
+from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_BAD_INPUT, EXIT_OK, InputError
+from tasks.governance.ledger import Ledger
+from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 
 MODEL, LEGACY = "router", "legacy"
 POLICY = Policy(approvers=("alice", "bob", "dave"), source="test")

@@ -8,11 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from tasks.bias import bias_gate, counterfactual_test, group_metrics
-from tasks.config import BiasGateConfig, config_from_dict
-from tasks.errors import InputError
-from tasks.names import GateOutcome
-from tasks.predictions import Predictions
+from tasks.gates.bias import bias_gate, counterfactual_test, group_metrics
+from tasks.core.config import BiasGateConfig
+from tasks.core.config_files import config_from_dict
+from tasks.core.errors import InputError
+from tasks.core.names import GateOutcome
+from tasks.core.predictions import Predictions
 
 LABELS = ["ham", "spam"]
 
@@ -263,7 +264,7 @@ def test_config_rejects_bad_values_naming_the_fix(bad, message):
 
 
 def test_bias_report_shows_the_per_group_table():
-    from tasks.reports import gate_markdown
+    from tasks.gates.reports import gate_markdown
 
     pred = make_pred(rows("a", tp=60, tn=40), rows("b", tp=30, tn=70), rows("tiny", tp=2, tn=3))
     md = gate_markdown(bias_gate(pred, cfg(positive_label="spam", min_group_size=10)))

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from tasks import causal_lm as lm
-from tasks.config import BiasGateConfig, DataConfig, ModelConfig, PeftConfig, RegressionGateConfig, TrainingConfig
-from tasks.example_data import general_text, generate_support_tickets, support_instructions
-from tasks.lm_probe import (forgetting_check, lm_regression_gate, pair_preferences, run_stereotype_probe,
+from tasks.data.lm import load_lm_splits
+from tasks.gates.lm_evaluation import generation_metrics
+from tasks.training import causal_lm as lm
+from tasks.core.config import BiasGateConfig, DataConfig, ModelConfig, RegressionGateConfig, TrainingConfig
+from tasks.core.peft_config import PeftConfig
+from tasks.data.example import general_text, generate_support_tickets, support_instructions
+from tasks.gates.lm_probe import (forgetting_check, lm_regression_gate, pair_preferences, run_stereotype_probe,
                             stereotype_gate)
-from tasks.model import wrap_with_peft
-from tasks.tiny_model import build_tiny_gpt2, build_tiny_llama
-from tasks.training import train
+from tasks.training.model import wrap_with_peft
+from tasks.training.tiny_model import build_tiny_gpt2, build_tiny_llama
+from tasks.training.loop import train
 
 TARGETS = {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}
 
@@ -110,7 +114,7 @@ def test_batched_greedy_generation_matches_one_by_one(bases, pairs):
     ("billing team", "billing", 0, 1), ("billingteam", "billing", 0, 0), ("shipping", "billing", 0, 0),
 ])
 def test_exact_match_compares_normalised_text(pred, ref, exact, prefix):
-    m = lm.generation_metrics([pred], [ref])
+    m = generation_metrics([pred], [ref])
     assert (m["exact_match"], m["prefix_match"], m["n"]) == (exact, prefix, 1)
 
 
@@ -176,7 +180,7 @@ def test_forgetting_and_champion_rules():
 
 
 def test_validation_checks_prompts_and_responses(pairs, tmp_path):
-    from tasks.config import ValidationGateConfig
+    from tasks.core.config import ValidationGateConfig
     from validation.suite import run_validation
 
     bad = pairs.copy()
@@ -184,7 +188,7 @@ def test_validation_checks_prompts_and_responses(pairs, tmp_path):
     bad.loc[5, "response"] = "mail me at jane.doe@example.com"
     path = tmp_path / "pairs.jsonl"
     bad.to_json(path, orient="records", lines=True)
-    splits = lm.load_lm_splits(DataConfig(path=str(path), group_column="region"))
+    splits = load_lm_splits(DataConfig(path=str(path), group_column="region"))
     assert splits.labels == [] and sum(len(f) for f in splits.frames().values()) == 200
     outcome = run_validation(splits, ValidationGateConfig(), tmp_path / "out", task="causal_lm")
     failed = {c.name for c in outcome.decision.failed_checks}
@@ -194,8 +198,8 @@ def test_validation_checks_prompts_and_responses(pairs, tmp_path):
 
 
 def test_shipped_causal_examples_are_reproducible(tmp_path):
-    from tasks.example_data import write_support_instructions
-    from tasks.lm_steps import GENERAL_TEXT
+    from tasks.data.example import write_support_instructions
+    from tasks.steps.causal_lm import GENERAL_TEXT
 
     shipped = GENERAL_TEXT.parent / "support_instructions.jsonl"
     assert write_support_instructions(tmp_path / "s.jsonl").read_bytes() == shipped.read_bytes()
@@ -203,39 +207,39 @@ def test_shipped_causal_examples_are_reproducible(tmp_path):
 
 
 def test_causal_config_and_missing_columns(tmp_path):
-    from tasks.config import load_config
-    from tasks.errors import InputError
+    from tasks.core.config_files import load_config
+    from tasks.core.errors import InputError
 
-    cfg = load_config(lm.Path(__file__).resolve().parents[1] / "configs" / "causal_tiny.yaml")
-    assert cfg.model.task == "causal_lm" and lm.Path(cfg.data.path).is_file()
-    assert lm.Path(cfg.gates.regression.general_text_path).is_file()
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "causal_tiny.yaml")
+    assert cfg.model.task == "causal_lm" and Path(cfg.data.path).is_file()
+    assert Path(cfg.gates.regression.general_text_path).is_file()
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"question": "a", "answer": "b"}) + "\n")
     with pytest.raises(InputError, match="data.prompt_column"):
-        lm.load_lm_splits(DataConfig(path=str(path)))
+        load_lm_splits(DataConfig(path=str(path)))
 
 
 @pytest.mark.integration
 def test_causal_lm_flow_trains_registers_and_loads_for_generation(prefect_harness, home, bases, pairs, tmp_path,
                                                                   monkeypatch):
     from flows.train_adapter import train_adapter_flow
-    from tasks import approvals
-    from tasks.config import load_config
-    from tasks.loader import load_verified, verify
-    from tasks.names import ALL_TAGS, Tag
+    from tasks.governance import approvals
+    from tasks.core.config_files import load_config
+    from tasks.governance.loader import load_verified, verify
+    from tasks.core.names import ALL_TAGS, Tag
 
     data = tmp_path / "pairs.jsonl"
     pairs.to_json(data, orient="records", lines=True)
     probe = tmp_path / "crows.csv"
     _probe_pairs(60).assign(id=range(60)).to_csv(probe, index=False)
-    config = load_config(lm.Path(__file__).resolve().parents[1] / "configs" / "causal_tiny.yaml", [
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "causal_tiny.yaml", [
         f"data.path={data}", f"model.base={bases['llama']}", "training.max_steps=8", f"gates.bias.pairs_path={probe}",
         "gates.bias.max_stereotype_deviation=0.5", "gates.regression.max_perplexity_ratio=100"])
     summary = train_adapter_flow(config)
     assert summary["gates"] == {"validation": "passed", "bias": "passed", "regression": "passed"}, summary
     assert {"test_exact_match", "test_perplexity", "validation_perplexity"} <= set(summary["metrics"])
     model, version = summary["model"], summary["version"]
-    from tasks.registry import client
+    from tasks.governance.registry import client
 
     tags = client().get_model_version(model, version).tags
     assert not [t for t in ALL_TAGS if not tags.get(t)] and tags[Tag.PEFT_METHOD] == "lora"

@@ -10,11 +10,12 @@ import socket
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks import state
-from tasks.compare import MethodResult, peak_memory, recommend, to_csv, to_markdown
-from tasks.config import Config, load_config
-from tasks.errors import InputError
-from tasks.names import ApprovalStatus, Tag
+from tasks.core import state
+from tasks.training.comparison import MethodResult, peak_memory, recommend, to_csv, to_markdown
+from tasks.core.config import Config
+from tasks.core.config_files import load_config
+from tasks.core.errors import InputError
+from tasks.core.names import ApprovalStatus, Tag
 
 
 def _r(method: str, f1: float, params: int, size: int, wall: float = 10.0) -> MethodResult:
@@ -45,7 +46,7 @@ def test_report_lists_every_method_and_states_the_rule():
 
 
 def test_method_configs_share_data_and_budget_and_take_their_own_method_and_learning_rate(tmp_path):
-    from tasks.compare_steps import method_config
+    from tasks.steps.compare import method_config
 
     base = Config(data={"path": "x.csv"}, peft={"r": 4, "alpha": 8, "target_modules": ["query", "key"]},
                   training={"epochs": 2, "learning_rate": 0.002})
@@ -78,13 +79,16 @@ def test_compare_flow_child_runs_table_and_winner_through_the_gates(prefect_harn
                                                                     cli, capsys, runner):
     sets = [f"data.path={tickets_csv}", f"model.base={tiny_bert}", "training.epochs=1", "training.max_steps=3",
             "training.batch_size=16", "gates.bias.bootstrap_samples=0", "gates.bias.judge_on=point",
-            "gates.regression.min_margin_over_baseline=-1.0", f"compare.task_runner={runner}",
+            "gates.regression.min_margin_over_baseline=-1.0", "gates.regression.max_overfit_gap=1.0",
+            "gates.bias.min_disparate_impact_ratio=0", "gates.bias.max_equalized_odds_difference=1",
+            "gates.bias.max_accuracy_gap=1", "gates.bias.max_counterfactual_flip_rate=1",
+            "gates.bias.max_counterfactual_prob_change=1", f"compare.task_runner={runner}",
             "compare.tolerance=1.0", "compare.prefer=trainable_params"]
     methods = "lora,ia3,full" if runner == "sequential" else "lora,prompt_tuning"
     args = ["compare", "--config", "configs/tiny.yaml", "--methods", methods, "--json"]
     code = cli(args + [a for s in sets for a in ("--set", s)])
     out = capsys.readouterr().out
-    assert code in (0, 3), out
+    assert code == 0, out  # thresholds no tiny model can miss: the winner passes the gates
     import json
 
     result = json.loads(out[out.index("{"):])
@@ -109,6 +113,6 @@ def test_compare_flow_child_runs_table_and_winner_through_the_gates(prefect_harn
     tags = versions[0].tags
     assert tags[Tag.PEFT_METHOD] == result["recommended"]
     assert tags[Tag.ADAPTER_DIGEST] == rows[result["recommended"]]["adapter_digest"]
-    assert tags[Tag.GATE_BIAS] in ("passed", "failed") and tags[Tag.GATE_REGRESSION] in ("passed", "failed")
-    assert tags[Tag.APPROVAL_STATUS] in (ApprovalStatus.PENDING, ApprovalStatus.REJECTED)
+    assert tags[Tag.GATE_BIAS] == "passed" and tags[Tag.GATE_REGRESSION] == "passed"
+    assert tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING
     assert versions[0].run_id == rows[result["recommended"]]["run_id"]

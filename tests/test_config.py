@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Config, load_config
-from tasks.errors import InputError
+from tasks.core.config import Config
+from tasks.core.config_files import load_config
+from tasks.core.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.config import DataConfig
-from tasks.data import content_digest, load_dataset_splits, normalize_text, stratified_split
-from tasks.errors import InputError
+from tasks.core.config import DataConfig
+from tasks.data.splits import content_digest, load_dataset_splits, normalize_text, stratified_split
+from tasks.core.errors import InputError
 
 
 def _frame(n=200):

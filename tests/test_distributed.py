@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import TrainingConfig, load_config
-from tasks.distributed import DistributedTrainingFailed, launch, resolve_backend, shard, threads_per_process
-from tasks.errors import InputError
-from tasks.training import make_batches
+from tasks.core.config import TrainingConfig
+from tasks.core.config_files import load_config
+from tasks.steps.distributed import DistributedTrainingFailed, launch, resolve_backend, threads_per_process
+from tasks.training.rank import shard
+from tasks.core.errors import InputError
+from tasks.training.loop import make_batches
 
 # One epoch of a shard (about 420 training rows / 2 ranks / 16 = 14 batches) stays under tiny.yaml's max_steps (20),
 # so each rank runs out of batches, not of steps: both must still run the same number of steps.
@@ -88,8 +90,10 @@ def _run(cli, tickets_csv, tiny_bert, *extra) -> int:
 @pytest.mark.integration
 def test_two_gloo_processes_register_the_same_adapter_format_and_tags_as_one(
         prefect_harness, home, cli, tickets_csv, tiny_bert, tickets, capsys, monkeypatch):
-    from tasks import approvals, loader, registry
-    from tasks.names import ALL_TAGS, Tag
+    from tasks.governance import approvals
+    from tasks.governance import loader
+    from tasks.governance import registry
+    from tasks.core.names import ALL_TAGS, Tag
 
     name = "support-ticket-router"
     assert _run(cli, tickets_csv, tiny_bert, "training.max_steps=3") == 0, capsys.readouterr()

@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.data import normalize_text
-from tasks.errors import InputError
-from tasks.example_data import (GROUPS, LABELS, generate_support_tickets, main, skew_group_labels,
+from tasks.data.splits import normalize_text
+from tasks.core.errors import InputError
+from tests.builders import skew_group_labels
+from tasks.data.example import (GROUPS, LABELS, generate_support_tickets, main,
                                 write_support_tickets)
-from tasks.identity_terms import GENDER, NAMES
+from tasks.gates.identity_terms import GENDER, NAMES
 from validation.pii import FINDERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +35,15 @@ def test_same_seed_gives_identical_bytes_and_the_committed_file_is_current(tmp_p
     a = write_support_tickets(tmp_path / "a.csv")
     b = write_support_tickets(tmp_path / "nested" / "b.csv")
     assert sha256(a) == sha256(b)
-    assert COMMITTED.is_file(), "examples/support_tickets.csv is missing: run `python -m tasks.example_data`"
-    assert sha256(COMMITTED) == sha256(a), "the committed example data is stale: run `python -m tasks.example_data`"
+    assert COMMITTED.is_file(), "examples/support_tickets.csv is missing: run `python -m tasks.data.example`"
+    assert sha256(COMMITTED) == sha256(a), "the committed example data is stale: run `python -m tasks.data.example`"
 
 
 def test_module_entry_point_gives_the_same_bytes_under_another_hash_seed(tmp_path):
-    """``python -m tasks.example_data`` in a fresh interpreter (other string hashing) writes what this one does."""
+    """``python -m tasks.data.example`` in a fresh interpreter (other string hashing) writes what this one does."""
     out = tmp_path / "t.csv"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    done = subprocess.run([sys.executable, "-m", "tasks.example_data", "--out", str(out), "--rows", "120",
+    done = subprocess.run([sys.executable, "-m", "tasks.data.example", "--out", str(out), "--rows", "120",
                            "--seed", "3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert str(out) in done.stdout

@@ -6,8 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
-from tasks import state
-from tasks.names import ALL_TAGS, ALIAS_CANDIDATE, ApprovalStatus, Tag
+from tasks.core import state
+from tasks.core.names import ALL_TAGS, ALIAS_CANDIDATE, ApprovalStatus, Tag
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,22 @@ def _client() -> MlflowClient:
 
 
 def _versions(name: str):
-    c = _client()
-    try:
-        return c.search_model_versions(f"name='{name}'")
-    except Exception:
-        return []
+    """The model's versions; a model that was never registered has none (any other store error fails the test)."""
+    return _client().search_model_versions(f"name='{name}'")
+
+
+#: Thresholds no tiny random-init model can miss: the whole-flow test below checks registration, not model quality.
+PASSABLE_GATES = ["gates.regression.min_margin_over_baseline=-1.0", "gates.regression.max_overfit_gap=1.0",
+                  "gates.bias.min_disparate_impact_ratio=0", "gates.bias.max_equalized_odds_difference=1",
+                  "gates.bias.max_accuracy_gap=1", "gates.bias.max_counterfactual_flip_rate=1",
+                  "gates.bias.max_counterfactual_prob_change=1"]
 
 
 def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harness, state_home, tickets_csv, tiny_bert,
                                                                    capsys):
-    code = main(_args(tickets_csv, tiny_bert, "gates.regression.min_margin_over_baseline=-1.0"))
+    code = main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES))
     out = capsys.readouterr().out
-    assert code in (0, 3), out
+    assert code == 0, out
     versions = _versions("support-ticket-router")
     assert len(versions) == 1
     tags = versions[0].tags
@@ -53,9 +57,9 @@ def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harnes
     assert tags[Tag.REQUESTED_BY] == "test-requester"
     assert len(tags[Tag.ADAPTER_DIGEST]) == 64 and len(tags[Tag.BASE_MODEL_DIGEST]) == 64
     assert tags[Tag.FLOW_RUN_ID] not in ("", "none")
-    if code == 0:
-        assert tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING
-        assert _client().get_model_version_by_alias("support-ticket-router", ALIAS_CANDIDATE).version == versions[0].version
+    assert tags[Tag.GATE_BIAS] == "passed" and tags[Tag.GATE_REGRESSION] == "passed"
+    assert tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING
+    assert _client().get_model_version_by_alias("support-ticket-router", ALIAS_CANDIDATE).version == versions[0].version
     # the run holds the evidence a reviewer needs
     run = _client().get_run(versions[0].run_id)
     arts = {a.path for a in _client().list_artifacts(run.info.run_id)}
@@ -108,7 +112,7 @@ def test_bad_input_exits_2_with_one_clear_message_and_nothing_registered(prefect
 
 def test_a_deliberately_biased_training_set_fails_the_bias_gate(prefect_harness, state_home, tickets, tmp_path,
                                                                  tiny_bert, capsys):
-    from tasks.example_data import skew_group_labels
+    from tests.builders import skew_group_labels
 
     biased = skew_group_labels(tickets, group="en-IN", to_label="billing", fraction=0.8, seed=1)
     csv = tmp_path / "biased.csv"
@@ -128,8 +132,8 @@ def test_a_deliberately_biased_training_set_fails_the_bias_gate(prefect_harness,
 
 def test_a_worse_second_run_fails_the_regression_gate_against_the_approved_champion(
         prefect_harness, state_home, tickets_csv, tiny_bert, capsys, monkeypatch):
-    from tasks import approvals
-    from tasks.ledger import Ledger
+    from tasks.governance import approvals
+    from tasks.governance.ledger import Ledger
 
     lenient = ["gates.regression.min_margin_over_baseline=-1.0", "gates.bias.judge_on=point",
                "gates.bias.max_accuracy_gap=1.0", "gates.bias.max_equalized_odds_difference=1.0",

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine, event
 
-from tasks.errors import InputError
-from tasks.ledger import ACTIONS, GENESIS_HASH, Ledger, evidence_digest, ledger_url
+from tasks.core.errors import InputError
+from tasks.governance.ledger import ACTIONS, GENESIS_HASH, Ledger, evidence_digest, ledger_url
 
 WRITERS, APPENDS_EACH = 4, 25
 
@@ -106,7 +106,7 @@ def test_removed_and_renumbered_row_breaks_the_link(ledger, db_path):
 
 def test_edit_with_recomputed_hash_still_breaks_the_next_link(ledger, db_path):
     """A forger who fixes up the edited row's hash must rewrite every later row too."""
-    from tasks.ledger import row_hash
+    from tasks.governance.ledger import row_hash
 
     fill(ledger)
     row = ledger.events()[2].to_dict() | {"reason": "forged"}

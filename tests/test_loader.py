@@ -10,16 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import approvals, loader, registry
-from tasks.adapter import save_adapter
-from tasks.approvals import Policy
-from tasks.config import ModelConfig, PeftConfig
-from tasks.errors import EXIT_BAD_INPUT, InputError
-from tasks.evaluation import predict_proba
-from tasks.loader import LoadRefused
-from tasks.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
-from tasks.names import ALIAS_CHAMPION, GATES, Tag
-from tasks.tiny_model import build_tiny_bert
+from tasks.governance import approvals
+from tasks.governance import loader
+from tasks.governance import registry
+from tasks.training.adapter_files import save_adapter
+from tasks.governance.approvals import Policy
+from tasks.core.config import ModelConfig
+from tasks.core.peft_config import PeftConfig
+from tasks.core.errors import EXIT_BAD_INPUT, InputError
+from tasks.gates.evaluation import predict_proba
+from tasks.governance.loader import LoadRefused
+from tasks.training.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
+from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.training.tiny_model import build_tiny_bert
 
 MODEL = "router"
 LABELS = ["billing", "tech"]
@@ -99,7 +102,7 @@ def test_a_flipped_byte_in_an_adapter_file_is_refused(home, trained):
 
 def test_an_edited_manifest_and_tag_do_not_hide_a_swapped_adapter(home, trained):
     """Rewriting the manifest and adapter.digest together still disagrees with the digest the ledger recorded."""
-    from tasks.adapter import write_manifest
+    from tasks.training.adapter_files import write_manifest
 
     v = register(trained)
     folder = stored_adapter(v)
@@ -147,7 +150,7 @@ def test_an_expired_approval_is_refused_by_predict(home, trained):
 
 
 def test_signed_manifest_is_checked_when_a_public_key_is_configured(home, trained, tmp_path):
-    from tasks.signing import TAG_SIGNATURE, generate_keypair
+    from tasks.governance.signing import TAG_SIGNATURE, generate_keypair
 
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")

@@ -11,13 +11,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tasks import loader, methods
-from tasks.adapter import read_metadata, recompute_digest, save_adapter
-from tasks.config import ModelConfig, PeftConfig, TrainingConfig
-from tasks.errors import EXIT_BAD_INPUT, InputError
-from tasks.model import count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
-from tasks.names import ADAPTER_MANIFEST, ADAPTER_METADATA, Tag
-from tasks.training import encode, predict_logits, train
+from tasks.governance import loader
+from tasks.training import methods
+from tasks.training.adapter_files import read_metadata, recompute_digest, save_adapter
+from tasks.core.config import ModelConfig, TrainingConfig
+from tasks.core.peft_config import PeftConfig
+from tasks.core.errors import EXIT_BAD_INPUT, InputError
+from tasks.training.model import count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
+from tasks.core.names import ADAPTER_MANIFEST, ADAPTER_METADATA, Tag
+from tasks.training.loop import encode, predict_logits, train
 
 TASK = "sequence_classification"
 HIDDEN, LAYERS = 32, 2  # the tiny_bert fixture
@@ -193,7 +195,8 @@ def test_flow_registers_every_method_and_the_approved_version_verifies_and_predi
         prefect_harness, home, cli, tickets_csv, tiny_bert, tickets, capsys, monkeypatch, case):
     from pathlib import Path
 
-    from tasks import approvals, registry
+    from tasks.governance import approvals
+    from tasks.governance import registry
 
     config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     sets = [f"data.path={tickets_csv}", f"model.base={tiny_bert}", "model.max_length=32", *FLOW,

@@ -10,10 +10,10 @@ pytestmark = pytest.mark.realdata
 
 
 def test_crows_pairs_probe_on_a_random_tiny_llama_reports_shares_near_half(tmp_path):
-    from tasks.config import BiasGateConfig
-    from tasks.lm_probe import load_pairs, run_stereotype_probe
-    from tasks.lm_steps import sentence_scorer
-    from tasks.tiny_model import build_tiny_llama
+    from tasks.core.config import BiasGateConfig
+    from tasks.gates.lm_probe import load_pairs, run_stereotype_probe
+    from tasks.steps.causal_lm import sentence_scorer
+    from tasks.training.tiny_model import build_tiny_llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = shared_data("crows_pairs/pairs.csv")

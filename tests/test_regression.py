@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from tasks.baselines import evaluate_baselines, fit_baselines
-from tasks.config import RegressionGateConfig, config_from_dict
-from tasks.errors import InputError
-from tasks.names import GateOutcome
-from tasks.regression import classification_metrics, regression_gate
+from tasks.gates.baselines import evaluate_baselines, fit_baselines
+from tasks.core.config import RegressionGateConfig
+from tasks.core.config_files import config_from_dict
+from tasks.core.errors import InputError
+from tasks.core.names import GateOutcome
+from tasks.gates.regression import classification_metrics, regression_gate
 
 LABELS = ["a", "b", "c"]
 Y_TRUE = ["a"] * 10 + ["b"] * 10 + ["c"] * 10

@@ -13,10 +13,11 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 
 from flows.review_adapter import request_approval, review_adapter
-from tasks import approvals, registry
-from tasks.config import ApprovalConfig
-from tasks.ledger import Ledger
-from tasks.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.governance import approvals
+from tasks.governance import registry
+from tasks.core.config import ApprovalConfig
+from tasks.governance.ledger import Ledger
+from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,9 @@ import yaml
 from flows.compliance_audit import SEMIANNUAL_CRON
 from flows.serve import DEFAULT_CONFIG, DEPLOYMENT_NAME, deployments, mlflow_server, prefect_server, start, stop, \
     wait_until_up
-from tasks.config import Config, load_config
-from tasks.names import ALL_TAGS, Tag
+from tasks.core.config import Config
+from tasks.core.config_files import load_config
+from tasks.core.names import ALL_TAGS, Tag
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit"}

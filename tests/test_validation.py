@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import ValidationGateConfig
-from tasks.data import DatasetSplits
-from tasks.names import GateOutcome
+from tasks.core.config import ValidationGateConfig
+from tasks.data.splits import DatasetSplits
+from tasks.core.names import GateOutcome
 from validation.pii import find_card, find_email, find_phone, luhn_valid
 from validation.suite import ValidationOutcome, build_suite, run_validation
 

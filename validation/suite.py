@@ -20,9 +20,9 @@ from great_expectations.core import ExpectationSuiteValidationResult, Expectatio
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
-from tasks.config import ValidationGateConfig
-from tasks.data import GROUP, LABEL, SPLIT, TEXT, DatasetSplits, normalize_text
-from tasks.decision import Check, GateDecision
+from tasks.core.config import ValidationGateConfig
+from tasks.data.splits import GROUP, LABEL, SPLIT, TEXT, DatasetSplits, normalize_text
+from tasks.gates.decision import Check, GateDecision
 from validation.pii import FINDERS
 
 GATE = "validation"

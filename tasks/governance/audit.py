@@ -1,0 +1,340 @@
+"""The compliance audit: collect every registered version's evidence, then judge it into findings with a severity.
+
+:func:`collect` reads MLflow (versions, tags, run metrics, stored adapter files) and the ledger (events, chain);
+it first marks overdue approvals ``expired`` (:func:`approvals.expire_overdue` writes the ledger and the tags).
+:func:`assess` is pure: records in, findings out. :func:`champion_at` answers "which version was champion of X
+on date D, and who approved it?" by replaying the ledger.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.governance import approvals
+from tasks.governance import registry
+from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
+from tasks.governance.ledger import Ledger, LedgerEvent, format_at
+from tasks.governance.ledger_view import APPROVING
+from tasks.governance.loader import adapter_problems, fetch_adapter
+from tasks.core.names import ALIAS_CHAMPION, ApprovalStatus, GateOutcome, GATES, Tag
+
+SEVERITIES = ("critical", "high", "medium", "low")
+METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
+LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST,
+                Tag.CODE_VERSION, Tag.FLOW_RUN_ID)
+DUE_SOON_DAYS = 30
+_PAGE = 1000
+
+
+@dataclass
+class Finding:
+    severity: str  # critical | high | medium | low
+    code: str  # ledger-chain | adapter-integrity | champion-expired | failed-gate-approved | override | ...
+    model: str
+    version: str
+    message: str
+
+
+@dataclass
+class VersionRecord:
+    """Everything the audit knows about one registered version."""
+
+    model: str
+    version: str
+    created_at: str
+    status: str
+    champion: bool
+    run_id: str
+    gates: dict[str, str]
+    failed_gates: list[str]
+    metrics: dict[str, float | None]
+    lineage: dict[str, str]
+    missing_lineage: list[str]
+    review_due: str
+    decisions: list[dict[str, Any]]
+    integrity: list[str]  # problems found re-hashing the stored adapter ([] = intact)
+    disagreements: list[str]  # tag/alias vs ledger
+    expired_by_audit: bool = False
+
+
+@dataclass
+class Audit:
+    generated_at: str
+    since: str | None
+    until: str | None
+    model: str | None
+    chain: dict[str, Any]
+    versions: list[VersionRecord] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    point_in_time: dict[str, Any] | None = None
+    unregistered: list[str] = field(default_factory=list)  # "model vN" the ledger records but MLflow lacks
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- dates -------------------------------------------------------------------------------------------------
+
+
+def parse_when(text: str | datetime | None, *, end_of_day: bool = False) -> datetime | None:
+    """A CLI date (``2026-01-31``, or ISO-8601 with timezone) as UTC; a bare date means its start, or with
+    ``end_of_day`` the start of the next day (so ``--until 2026-06-30`` includes that day)."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, datetime):
+        if text.tzinfo is None:
+            raise InputError(f"time {text!r} has no timezone; give UTC explicitly")
+        return text.astimezone(timezone.utc)
+    try:
+        day = date.fromisoformat(text)
+        return datetime.combine(day + timedelta(days=1 if end_of_day else 0), time(), timezone.utc)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"cannot read date {text!r}; write 2026-01-31 or 2026-01-31T12:00:00Z") from None
+    if dt.tzinfo is None:
+        raise InputError(f"time {text!r} has no timezone; add 'Z' (UTC) or write a bare date")
+    return dt.astimezone(timezone.utc)
+
+
+# --- collecting --------------------------------------------------------------------------------------------
+
+
+def collect(since: datetime | None = None, until: datetime | None = None, model: str | None = None,
+            now: datetime | None = None, *, rehash: bool = True) -> Audit:
+    """Expire overdue approvals, then gather every in-scope version's evidence and the ledger chain status."""
+    now = approvals.utc_now(now)
+    if since and until and since >= until:
+        raise InputError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    expired = {(d.model, d.version) for d in approvals.expire_overdue(model, now)}
+    c = registry.client()
+    with Ledger() as led:
+        chain = led.verify()
+        events = led.events(model=model)
+    by_model: dict[str, list[LedgerEvent]] = {}
+    for e in events:
+        by_model.setdefault(e.model, []).append(e)
+    audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain))
+    runs: dict[str, dict[str, float]] = {}
+    seen: set[tuple[str, str]] = set()
+    with tempfile.TemporaryDirectory(prefix="adaptrail-audit-") as tmp:
+        for name in _model_names(c, model):
+            model_events = by_model.get(name, [])
+            by_version: dict[str, list[LedgerEvent]] = {}
+            for e in model_events:
+                by_version.setdefault(e.version, []).append(e)
+            holder = registry.version_by_alias(c, name, ALIAS_CHAMPION)
+            alias = str(holder.version) if holder is not None else None
+            should = approvals.expected_champion(model_events)
+            for mv in _versions(c, name):
+                version = str(mv.version)
+                seen.add((name, version))
+                own = by_version.get(version, [])
+                if not _in_scope(mv.creation_timestamp, own, since, until):
+                    continue
+                rec = _record(c, mv, own, model_events, (alias, should), runs, Path(tmp), rehash)
+                rec.expired_by_audit = (name, version) in expired
+                audit.versions.append(rec)
+    gone = {(e.model, e.version) for e in events} - seen
+    audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
+                          if _in_scope(None, [e for e in by_model[m] if e.version == v], since, until)]
+    return audit
+
+
+def _model_names(c, model: str | None) -> list[str]:
+    if model is not None:
+        found = c.search_registered_models(filter_string=f"name = '{_quote(model)}'")
+        if not found:
+            raise InputError(f"no registered model named {model!r}; omit --model to audit every model")
+        return [model]
+    names, token = [], None
+    while True:
+        page = c.search_registered_models(max_results=_PAGE, page_token=token)
+        names += [m.name for m in page]
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
+def _versions(c, name: str) -> list:
+    out, token = [], None
+    while True:
+        page = c.search_model_versions(f"name = '{_quote(name)}'", max_results=_PAGE, page_token=token)
+        out += list(page)
+        token = page.token
+        if not token:
+            return sorted(out, key=lambda mv: int(mv.version))
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def _in_scope(created_ms: int | None, own: list[LedgerEvent], since: datetime | None, until: datetime | None
+              ) -> bool:
+    """Created in the window, or any ledger decision on it in the window."""
+    if since is None and until is None:
+        return True
+    lo, hi = since and format_at(since), until and format_at(until)
+    created = [format_at(datetime.fromtimestamp(created_ms / 1000, timezone.utc))] if created_ms else []
+    stamps = created + [e.at for e in own]
+    return any((lo is None or s >= lo) and (hi is None or s < hi) for s in stamps)
+
+
+def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], champions: tuple[str | None, ...],
+            runs: dict[str, dict[str, float]], tmp: Path, rehash: bool) -> VersionRecord:
+    """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger)."""
+    name, version, tags = mv.name, str(mv.version), dict(mv.tags)
+    view = approvals.ledger_tags(own) if own else tags  # judge on the record, not on editable tags
+    gates = {g: view.get(Tag.gate(g), GateOutcome.SKIPPED) for g in GATES}
+    failed = {g for g, o in gates.items() if o == GateOutcome.FAILED}
+    failed |= {str(e.extra.get("gate", "?")) for e in own if e.action == "gate_failed"}
+    lineage = {k: tags.get(k, view.get(k, "")) for k in LINEAGE_TAGS}
+    alias = champions[0]
+    champion = version in champions
+    return VersionRecord(
+        model=name, version=version,
+        created_at=format_at(datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, timezone.utc)),
+        status=view.get(Tag.APPROVAL_STATUS, "unset"), champion=champion, run_id=mv.run_id or "",
+        gates={g: str(o) for g, o in gates.items()}, failed_gates=sorted(failed),
+        metrics=_metrics(c, mv.run_id, runs), lineage=lineage,
+        missing_lineage=[k.removeprefix("adaptrail.") for k, v in lineage.items() if not v],
+        review_due=view.get(Tag.REVIEW_DUE, ""), decisions=[_decision(e) for e in own],
+        integrity=_integrity(mv.source, view.get(Tag.ADAPTER_DIGEST, ""), tmp / f"{name}-{version}") if rehash
+        else [],
+        disagreements=approvals.disagreements(name, version, tags, model_events, alias),
+    )
+
+
+def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """The version's headline metrics from its run; {} (n/a in the report) only when the run was deleted. A store
+    that cannot be read fails the audit (after retries) rather than passing as n/a."""
+    if run_id and run_id not in cache:
+        cache[run_id] = registry.run_metrics(c, run_id) or {}
+    got = cache.get(run_id or "", {})
+    return {m: got[m] for m in METRICS if m in got}
+
+
+def _integrity(source: str, expected: str, tmp: Path) -> list[str]:
+    """Re-hash the stored adapter (in place when it is a local folder, else a downloaded copy)."""
+    local = registry.local_path_of(source)
+    try:
+        folder = local if local is not None and local.is_dir() else fetch_adapter(source, tmp)
+    except InputError as err:
+        return [str(err)]
+    return adapter_problems(folder, expected)
+
+
+def _decision(e: LedgerEvent) -> dict[str, Any]:
+    approvers = e.extra.get("approvers") or [e.actor]
+    return {"seq": e.seq, "at": e.at, "action": e.action, "actor": e.actor, "reason": e.reason,
+            "approvers": [str(a) for a in approvers], "failed_gates": list(e.extra.get("failed_gates") or [])}
+
+
+# --- judging -----------------------------------------------------------------------------------------------
+
+
+def assess(audit: Audit, now: datetime | None = None, due_within_days: int = DUE_SOON_DAYS) -> list[Finding]:
+    """Findings for the collected records and chain, most severe first; also stored on ``audit.findings``."""
+    today = approvals.utc_now(now).astimezone(timezone.utc).date()
+    out: list[Finding] = []
+    if not audit.chain["ok"]:
+        out.append(Finding("critical", "ledger-chain", "", "", f"ledger chain is broken: {audit.chain['problem']}"))
+    for r in audit.versions:
+        out += _version_findings(r, today, due_within_days)
+    for missing in audit.unregistered:
+        model, version = missing.rsplit(" v", 1)
+        out.append(Finding("high", "unregistered", model, version, "the ledger records this version but the MLflow "
+                           "registry does not have it (deleted, or another registry)"))
+    out.sort(key=lambda f: (SEVERITIES.index(f.severity), f.model, _num(f.version), f.code))
+    audit.findings = out
+    return out
+
+
+def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> list[Finding]:
+    out = []
+
+    def add(severity: str, code: str, message: str) -> None:
+        out.append(Finding(severity, code, r.model, r.version, message))
+
+    if r.integrity:
+        add("critical", "adapter-integrity", "stored adapter does not match its digest: " + "; ".join(r.integrity))
+    if r.disagreements:
+        add("high", "tag-ledger", "; ".join(r.disagreements))
+    if r.status == ApprovalStatus.EXPIRED:
+        if r.champion:
+            add("high", "champion-expired", f"champion, but its review was due {r.review_due or '(unset)'}; "
+                f"re-review with `adaptrail review {r.model} {r.version}`")
+        else:
+            add("low", "expired", f"approval expired (review was due {r.review_due or '(unset)'})")
+    if r.failed_gates:
+        for d in r.decisions:
+            if d["action"] == "overridden":
+                add("medium", "override", f"approved despite failed gates ({', '.join(r.failed_gates)}) by "
+                    f"{' and '.join(d['approvers'])} at {d['at']}: {d['reason']}")
+            elif d["action"] == "approved":
+                add("high", "failed-gate-approved", f"approved by {d['actor']} at {d['at']} although gates "
+                    f"failed ({', '.join(r.failed_gates)}) and no override was recorded")
+    if r.missing_lineage:
+        add("medium", "lineage-missing", "missing lineage: " + ", ".join(r.missing_lineage))
+    if r.status == ApprovalStatus.APPROVED:
+        try:
+            left = (date.fromisoformat(r.review_due) - today).days
+        except ValueError:
+            left = None
+        if left is not None and 0 <= left <= due_within_days:
+            add("low", "review-due-soon", f"review due {r.review_due} (in {left} days)")
+    return out
+
+
+def verdict(findings: list[Finding], fail_on: str = "high") -> tuple[str, int]:
+    """(verdict, exit code): ``fail`` and 4 when any finding is at or above ``fail_on``; else 0."""
+    if fail_on not in SEVERITIES:
+        raise InputError(f"fail_on {fail_on!r} is not a severity; use one of: {', '.join(SEVERITIES)}")
+    worst = min((SEVERITIES.index(f.severity) for f in findings), default=len(SEVERITIES))
+    if worst <= SEVERITIES.index(fail_on):
+        return "fail", EXIT_AUDIT_FINDINGS
+    return ("pass with findings" if findings else "pass"), EXIT_OK
+
+
+def severity_counts(findings: list[Finding]) -> dict[str, int]:
+    return {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
+
+
+# --- point in time -----------------------------------------------------------------------------------------
+
+
+def champion_at(model: str, when: datetime, events: list[LedgerEvent] | None = None) -> dict[str, Any]:
+    """Which version the ledger made champion of ``model`` at ``when``, who approved it, when and why.
+
+    Approved/overridden moves the champion; revoked, rejected or expired removes it; reviewed renews it.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise InputError("name the model: --champion-of MODEL")
+    when = parse_when(when)
+    if events is None:
+        with Ledger() as led:
+            events = led.events(model=model, until=when)
+    cut = format_at(when)
+    current: dict[str, Any] | None = None
+    for e in events:
+        if e.model != model or e.at >= cut:
+            continue
+        if e.action in APPROVING:
+            current = {"version": e.version, **_decision(e)}
+        elif current and e.version == current["version"]:
+            if e.action in ("revoked", "rejected", "expired"):
+                current = None
+            elif e.action == "reviewed":
+                current["reviews"] = [*current.get("reviews", []), _decision(e)]
+    return {"model": model, "as_of": cut, "champion": current}
+
+
+def _num(version: str) -> int:
+    return int(version) if version.isdigit() else -1

@@ -1,0 +1,126 @@
+"""The ledger's view of versions: which tags and champion the ledger implies, and where MLflow disagrees with it.
+
+The ledger is the record and MLflow tags mirror it. Each event stores in ``extra["tags"]`` the tags it sets, so the
+tags a version must carry are the overlay of its events in seq order (:func:`ledger_tags`), and the ``champion``
+alias follows from the model's approvals and revocations (:func:`expected_champion`). Pure functions of events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+
+from tasks.core.errors import InputError
+from tasks.core.names import ALIAS_CHAMPION, ApprovalStatus, Tag
+from tasks.governance.ledger import LedgerEvent
+from tasks.governance.signing import TAG_SIGNATURE, TAG_SIGNATURE_KEY
+
+#: The approval state a decision sets; mirrored from the ledger.
+STATE_TAGS = (Tag.APPROVAL_STATUS, Tag.APPROVAL_BY, Tag.APPROVAL_AT, Tag.APPROVAL_REASON, Tag.REVIEW_DUE)
+#: What was registered; recorded once in the ``registered`` event, so a hand edit of these is detected too.
+FACT_TAGS = (Tag.GATE_VALIDATION, Tag.GATE_BIAS, Tag.GATE_REGRESSION, Tag.DATASET_DIGEST, Tag.BASE_MODEL,
+             Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.REQUESTED_BY, Tag.ADAPTER_DIGEST)
+#: Present only when the ledger says so (a signature tag the ledger never saw is a disagreement).
+LEDGER_ONLY_TAGS = (TAG_SIGNATURE, TAG_SIGNATURE_KEY)
+
+APPROVING = ("approved", "overridden")
+# Status implied by an event written without extra["tags"] (not by this module).
+STATUS_OF = {"approved": ApprovalStatus.APPROVED, "overridden": ApprovalStatus.APPROVED,
+              "reviewed": ApprovalStatus.APPROVED, "rejected": ApprovalStatus.REJECTED,
+              "gate_failed": ApprovalStatus.REJECTED, "expired": ApprovalStatus.EXPIRED,
+              "revoked": ApprovalStatus.REVOKED}
+
+
+def ledger_view(events: Iterable[LedgerEvent]) -> dict[str, tuple[str, int]]:
+    """Tag -> (value, seq of the event that set it), overlaying the events of one version in seq order."""
+    view: dict[str, tuple[str, int]] = {}
+    for e in events:
+        tags = e.extra.get("tags")
+        if isinstance(tags, dict):
+            view.update({k: (str(v), e.seq) for k, v in tags.items()})
+        elif e.action in STATUS_OF:
+            view[Tag.APPROVAL_STATUS] = (str(STATUS_OF[e.action]), e.seq)
+    return view
+
+
+def ledger_tags(events: Iterable[LedgerEvent]) -> dict[str, str]:
+    """The tags a version must carry according to its ledger events."""
+    return {k: v for k, (v, _) in ledger_view(events).items()}
+
+
+def expected_champion(model_events: Iterable[LedgerEvent]) -> str | None:
+    """The version alias ``champion`` must point to: the last approved one, unless revoked or rejected since."""
+    champion = None
+    for e in model_events:
+        if e.action in APPROVING:
+            champion = e.version
+        elif e.action in ("revoked", "rejected") and e.version == champion:
+            champion = None
+    return champion
+
+
+def disagreements(model: str, version: str, tags: dict[str, str], model_events: list[LedgerEvent],
+                  champion: str | None) -> list[str]:
+    """Where MLflow (``tags`` of the version, alias ``champion``) disagrees with the ledger; [] when consistent."""
+    own = [e for e in model_events if e.version == version]
+    if not own:
+        return [f"{model} v{version} has no ledger events (registered outside adaptrail, or another ledger)"]
+    out = []
+    for key, (want, seq) in sorted(ledger_view(own).items()):
+        have = tags.get(key)
+        if have != want:
+            out.append(f"tag {key} is {have!r} in MLflow but {want!r} in the ledger (seq {seq})")
+    view = ledger_tags(own)
+    for key in LEDGER_ONLY_TAGS:
+        if key in tags and key not in view:
+            out.append(f"tag {key} is set in MLflow but the ledger never recorded it")
+    should = expected_champion(model_events)
+    if should == version and champion != version:
+        out.append(f"alias {ALIAS_CHAMPION} points to {_v(champion)} but the ledger's last approval makes "
+                   f"v{version} champion")
+    elif champion == version and should != version:
+        out.append(f"alias {ALIAS_CHAMPION} points to v{version} but the ledger says the champion is {_v(should)}")
+    return out
+
+
+def is_overdue(tags: dict[str, str], now: datetime) -> bool:
+    """Approved, and today (UTC) is after ``review.due``; an unreadable due date counts as overdue."""
+    if tags.get(Tag.APPROVAL_STATUS) != ApprovalStatus.APPROVED:
+        return False
+    try:
+        return now.astimezone(timezone.utc).date() > date.fromisoformat(tags.get(Tag.REVIEW_DUE, ""))
+    except ValueError:
+        return True
+
+
+def approved_in_date(model_events: list[LedgerEvent], now: datetime) -> list[str]:
+    by_version: dict[str, list[LedgerEvent]] = {}
+    for e in model_events:
+        by_version.setdefault(e.version, []).append(e)
+    ok = []
+    for version, events in by_version.items():
+        view = ledger_tags(events)
+        if view.get(Tag.APPROVAL_STATUS) == ApprovalStatus.APPROVED and not is_overdue(view, now):
+            last = max((e.seq for e in events if e.action in (*APPROVING, "reviewed")), default=events[-1].seq)
+            ok.append((last, version))
+    return [v for _, v in sorted(ok, reverse=True)]
+
+
+def state_tags(status: str, by: str, now: datetime, reason: str, due: str) -> dict[str, str]:
+    """The approval-state tags a decision (or a registration) sets."""
+    return {Tag.APPROVAL_STATUS: str(status), Tag.APPROVAL_BY: by,
+            Tag.APPROVAL_AT: now.astimezone(timezone.utc).isoformat(timespec="seconds"),
+            Tag.APPROVAL_REASON: reason.strip(), Tag.REVIEW_DUE: due}
+
+
+def utc_now(now: datetime | None = None) -> datetime:
+    """``now`` (must be timezone-aware), or the current UTC time."""
+    if now is None:
+        return datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        raise InputError("now must be timezone-aware (UTC)")
+    return now
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "nothing"

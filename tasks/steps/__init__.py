@@ -1,0 +1,1 @@
+"""The flows' steps as thin Prefect tasks: the shared run context, one module per task kind, comparison and torchrun launch."""

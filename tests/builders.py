@@ -1,0 +1,35 @@
+"""Test-only builders of data the tests need (the shipped generators live in tasks/data/example.py)."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from tasks.core.errors import InputError
+
+
+def skew_group_labels(df: pd.DataFrame, group: str, to_label: str, fraction: float, seed: int = 0, *,
+                      label_column: str = "team", group_column: str = "region") -> pd.DataFrame:
+    """A copy where ``fraction`` of ``group``'s rows not already labelled ``to_label`` are relabelled to it.
+
+    Makes a deliberately biased training set (one group's tickets pushed to one team) for the bias gate.
+    Which rows change is fixed by ``seed``; ``round(fraction * candidates)`` rows change.
+    """
+    for col in (label_column, group_column):
+        if col not in df.columns:
+            raise InputError(f"column {col!r} is not in the data (columns are {list(df.columns)}); pass "
+                             "label_column= / group_column= to match")
+    if not 0.0 <= fraction <= 1.0:
+        raise InputError(f"fraction must be between 0 and 1 (got {fraction}); e.g. 0.5 relabels half the rows")
+    if not (df[group_column] == group).any():
+        values = sorted(str(v) for v in pd.unique(df[group_column]))
+        raise InputError(f"group {group!r} has no rows in column {group_column!r}; choose one of {values}")
+    if not isinstance(to_label, str) or not to_label:
+        raise InputError(f"to_label must be a non-empty label string (got {to_label!r})")
+    out = df.copy()
+    candidates = [i for i, (g, y) in enumerate(zip(out[group_column], out[label_column]))
+                  if g == group and y != to_label]
+    chosen = sorted(random.Random(seed).sample(candidates, round(fraction * len(candidates))))
+    out.iloc[chosen, out.columns.get_loc(label_column)] = to_label
+    return out
