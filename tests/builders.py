@@ -33,3 +33,18 @@ def skew_group_labels(df: pd.DataFrame, group: str, to_label: str, fraction: flo
     chosen = sorted(random.Random(seed).sample(candidates, round(fraction * len(candidates))))
     out.iloc[chosen, out.columns.get_loc(label_column)] = to_label
     return out
+
+
+def tamper_sqlite(db_path, sql: str, *params) -> None:
+    """Run ``sql`` on a SQLite ledger as someone with write access to its file would: first dropping the
+    append-only triggers (anyone who can write the file can), so what is tested is that the chain still tells."""
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    try:
+        with con:
+            for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+                con.execute(f'DROP TRIGGER "{name}"')
+            con.execute(sql, params)
+    finally:
+        con.close()

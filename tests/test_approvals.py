@@ -3,10 +3,11 @@ being the record that MLflow tags are repaired from."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from tests.builders import tamper_sqlite
 
 from tasks.governance import approvals
 from tasks.governance import registry
@@ -248,14 +249,14 @@ def test_record_registration_is_idempotent_per_version(home):
         approvals.record_registration(MODEL, v, "approved", gates, {}, REQUESTER)
 
 
-def test_a_version_missing_from_the_ledger_is_backfilled_never_as_approved(home):
+def test_a_version_missing_from_the_ledger_is_never_backfilled_from_its_tags(home):
+    """MLflow tags are claims, not records: a version the register step never recorded cannot be decided on."""
     v = seed(ledger=False)
     registry.client().set_model_version_tag(MODEL, v, Tag.APPROVAL_STATUS, "approved")  # claims, not a record
     assert approvals.tag_ledger_disagreements(MODEL, v) == [f"{MODEL} v{v} has no ledger events (registered "
                                                             "outside adaptrail, or another ledger)"]
-    d = approvals.approve(MODEL, v, "alice", "first real approval", now=NOW, policy=POLICY)
-    assert d.changed and [e.actor for e in events(v)] == [approvals.ACTOR_BACKFILL, "alice"]
-    assert events(v)[0].extra["tags"][Tag.APPROVAL_STATUS] == "pending"
+    refused("not-registered", approvals.approve, MODEL, v, "alice", "first real approval", now=NOW, policy=POLICY)
+    assert events(v) == [] and champion() is None
 
 
 def test_unknown_version_is_bad_input(home):
@@ -267,10 +268,7 @@ def test_unknown_version_is_bad_input(home):
 def test_a_ledger_row_edited_in_the_database_is_named(home):
     v = seed()
     approvals.approve(MODEL, v, "alice", "good", now=NOW, policy=POLICY)
-    con = sqlite3.connect(home / "ledger.db")
-    with con:
-        con.execute("UPDATE approval_ledger SET actor = 'alice' WHERE seq = 1")
-    con.close()
+    tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET actor = 'alice' WHERE seq = 1")
     with Ledger() as led:
         report = led.verify()
     assert report.first_broken_seq == 1 and "row seq=1" in report.problem

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
+from tests.builders import tamper_sqlite
 
 from tasks.governance import approvals
 from tasks.governance import audit
@@ -101,6 +102,7 @@ def test_seeded_registry_gives_exactly_the_expected_findings(seeded):
         ("low", "review-due-soon", MODEL, "3"),
         ("medium", "lineage-missing", MODEL, "4"),
         ("high", "failed-gate-approved", LEGACY, "1"),
+        ("high", "review-period-too-long", LEGACY, "1"),  # hand-written: due 455 days after its approval
     }
     override = next(f for f in a.findings if f.code == "override")
     assert "alice and bob" in override.message and "regression is noise" in override.message
@@ -133,13 +135,11 @@ def test_tampering_is_found(seeded, home):
     a = run()
     tampered = {f for f in findings(a) if f[0] in ("critical", "high")}
     assert tampered == {("critical", "adapter-integrity", MODEL, "3"), ("high", "tag-ledger", MODEL, "2"),
-                        ("high", "unregistered", MODEL, "4"), ("high", "failed-gate-approved", LEGACY, "1")}
+                        ("high", "unregistered", MODEL, "4"), ("high", "failed-gate-approved", LEGACY, "1"),
+                        ("high", "review-period-too-long", LEGACY, "1")}
     assert "adapter_model.safetensors changed" in next(f.message for f in a.findings if f.code == "adapter-integrity")
 
-    con = sqlite3.connect(home / "ledger.db")
-    with con:
-        con.execute("UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 3")
-    con.close()
+    tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 3")
     chain = [f for f in run().findings if f.code == "ledger-chain"]
     assert len(chain) == 1 and chain[0].severity == "critical" and "row seq=3" in chain[0].message
 
@@ -182,7 +182,7 @@ def test_reports_exist_and_their_digest_verifies(seeded, tmp_path):
     assert not verify_report(paths["json"])  # an edited report no longer matches its digest
     logged = registry.client().get_run(run_id)
     assert logged.data.tags["adaptrail.audit.digest"] == data["digest"]
-    assert logged.data.metrics["findings.high"] == 1
+    assert logged.data.metrics["findings.high"] == 2  # legacy v1: approved despite a failed gate; review too late
 
 
 def test_cli_audit_exit_codes(seeded, tmp_path, capsys):
@@ -206,7 +206,7 @@ def test_flow_writes_reports_and_publishes_artifacts(prefect_harness, seeded, tm
     state = compliance_audit(out_dir=str(tmp_path / "flow"), as_of="2026-02-01", champion_of=MODEL, now=NOW,
                              return_state=True)
     out = state.result()
-    assert out["verdict"] == "fail" and out["exit_code"] == EXIT_AUDIT_FINDINGS and out["counts"]["high"] == 1
+    assert out["verdict"] == "fail" and out["exit_code"] == EXIT_AUDIT_FINDINGS and out["counts"]["high"] == 2
     assert verify_report(Path(out["report"]["json"]))
     run = registry.client().get_run(out["mlflow_run_id"])
     assert registry.client().get_experiment(run.info.experiment_id).name == "adaptrail-audits"

@@ -250,3 +250,16 @@ def test_causal_lm_flow_trains_registers_and_loads_for_generation(prefect_harnes
     out = loaded.generate(["Which team should handle this ticket? my parcel never arrived"])
     assert len(out) == 1 and isinstance(out[0], str)
     assert len(loaded.score(["a plain sentence", "another"])) == 2
+
+
+def test_the_shipped_tiny_model_builder_runs_as_the_docs_say(tmp_path):
+    """`python -m tasks.training.tiny_model llama DIR` (configs/causal_tiny.yaml and the README point at it)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "tasks.training.tiny_model", "llama", str(tmp_path / "tl")], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "tl" / "config.json").is_file() and list((tmp_path / "tl").glob("*.safetensors"))
+    assert "python -m tasks.training.tiny_model llama" in (root / "configs" / "causal_tiny.yaml").read_text()

@@ -160,3 +160,24 @@ def test_a_worse_second_run_fails_the_regression_gate_against_the_approved_champ
     assert "regression" in failed, out
     assert failed == {g for g in ("bias", "regression") if v2.tags[Tag.gate(g)] == "failed"}
     assert Ledger().verify().ok
+
+
+def test_an_unloadable_champion_fails_the_comparison_instead_of_passing_it_silently(
+        prefect_harness, state_home, tickets_csv, tiny_bert, capsys, monkeypatch):
+    """An insider who corrupts the champion's stored adapter does not get the next candidate waved through: the
+    bias and regression gates fail, naming the champion that could not be loaded."""
+    from tasks.governance import approvals
+
+    assert main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES)) == 0, capsys.readouterr().out
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
+    approvals.approve("support-ticket-router", "1", "reviewer", "first adapter")
+    stored = _client().get_model_version("support-ticket-router", "1").source.removeprefix("file://")
+    weights = next(p for p in __import__("pathlib").Path(stored).rglob("adapter_model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+
+    code = main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES))
+    out = capsys.readouterr().out
+    assert code == 3, out
+    v2 = _client().get_model_version("support-ticket-router", "2")
+    assert v2.tags[Tag.GATE_REGRESSION] == "failed" and v2.tags[Tag.GATE_BIAS] == "failed"
+    assert "champion v1 could not be loaded" in out and "adapter digest mismatch" in out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from tests.builders import tamper_sqlite
 from sqlalchemy import Engine, event
 
 from tasks.core.errors import InputError
@@ -32,10 +33,8 @@ def fill(ledger: Ledger, n: int = 6) -> None:
 
 
 def raw_sql(db_path, sql: str, *params) -> None:
-    con = sqlite3.connect(db_path)
-    with con:
-        con.execute(sql, params)
-    con.close()
+    """The insider's edit, past the append-only triggers (see tests/builders.tamper_sqlite)."""
+    tamper_sqlite(db_path, sql, *params)
 
 
 def test_append_and_read_back_in_seq_order(ledger):
@@ -215,3 +214,21 @@ def test_concurrent_writer_processes_leave_one_complete_chain(db_path):
     for w in range(WRITERS):
         mine = [e.reason for e in events if e.version == str(w)]
         assert mine == [f"append {i}" for i in range(APPENDS_EACH)]  # each writer's order is kept
+
+
+def test_compare_and_swap_refuses_an_append_against_a_stale_view(ledger):
+    from tasks.governance.ledger import LedgerConflict
+
+    first = ledger.append("router", "1", "registered", "carol", expect_last=None)
+    with pytest.raises(LedgerConflict):
+        ledger.append("router", "1", "registered", "carol", expect_last=None)  # someone registered it already
+    ledger.append("router", "1", "approved", "alice", expect_last=first.seq)
+    with pytest.raises(LedgerConflict):
+        ledger.append("router", "1", "revoked", "bob", expect_last=first.seq)
+    assert [e.action for e in ledger.events()] == ["registered", "approved"]
+
+
+def test_an_event_dated_in_the_future_is_refused(ledger):
+    with pytest.raises(InputError, match="in the future"):
+        ledger.append("router", "1", "expired", "adaptrail/expiry", at=datetime.now(timezone.utc) + timedelta(days=1))
+    assert ledger.events() == []

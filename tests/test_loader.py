@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.builders import tamper_sqlite
 import torch
 
 from tasks.governance import approvals
@@ -46,7 +47,7 @@ def trained(tmp_path_factory):
     return {"base": base, "dir": adapter_dir, "digest": digest, "proba": proba}
 
 
-def register(trained, approve: bool = True, base_digest: str | None = None) -> str:
+def register(trained, approve: bool = True, base_digest: str | None = None, at: datetime = NOW) -> str:
     """Log the adapter to a run, register it with the flow's tags and ledger event, and (by default) approve it."""
     c = registry.client()
     run_id = registry.start_run(c, "tests", "train", {})
@@ -54,15 +55,15 @@ def register(trained, approve: bool = True, base_digest: str | None = None) -> s
     gates = {g: "passed" for g in GATES}
     base = trained["base"]
     tags = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
-            Tag.APPROVAL_AT: NOW.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
+            Tag.APPROVAL_AT: at.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
             Tag.REVIEW_DUE: "2099-01-01", Tag.REQUESTED_BY: "carol", Tag.ADAPTER_DIGEST: trained["digest"],
             Tag.BASE_MODEL: base.id, Tag.BASE_MODEL_REVISION: base.revision,
             Tag.BASE_MODEL_DIGEST: base_digest or base.digest, Tag.DATASET_DIGEST: "d" * 64} | \
         {Tag.gate(g): o for g, o in gates.items()}
     mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), tags)
-    approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=NOW)
+    approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=at)
     if approve:
-        approvals.approve(MODEL, mv.version, "alice", "good", now=NOW, policy=Policy(("alice", "bob")))
+        approvals.approve(MODEL, mv.version, "alice", "good", now=at, policy=Policy(("alice", "bob")))
     return str(mv.version)
 
 
@@ -121,10 +122,7 @@ def test_a_different_base_model_is_refused(home, trained):
 
 def test_a_ledger_row_edited_in_the_database_is_named(home, trained):
     v = register(trained)
-    con = sqlite3.connect(home / "ledger.db")
-    with con:
-        con.execute("UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 2")
-    con.close()
+    tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 2")
     problems = failed(loader.verify(f"{MODEL}/{v}"))
     assert set(problems) == {"ledger"} and problems["ledger"].startswith("row seq=2:")
     with pytest.raises(LoadRefused, match="ledger problem: row seq=2"):
@@ -140,13 +138,12 @@ def test_tags_changed_by_hand_are_refused(home, trained):
 
 
 def test_an_expired_approval_is_refused_by_predict(home, trained):
-    register(trained)
-    later = NOW + timedelta(days=183)
+    register(trained, at=NOW - timedelta(days=183))  # approved half a year ago: the review is overdue today
     with pytest.raises(LoadRefused, match="expired: review was due"):
-        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS, now=later)
-    approvals.expire_overdue(MODEL, now=later)
+        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
+    approvals.expire_overdue(MODEL)  # as the audit records it, today
     with pytest.raises(LoadRefused, match="expired"):
-        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS, now=later)
+        loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
 
 
 def test_signed_manifest_is_checked_when_a_public_key_is_configured(home, trained, tmp_path):

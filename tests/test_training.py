@@ -10,8 +10,8 @@ from tasks.training.adapter_files import recompute_digest, read_metadata, save_a
 from tasks.core.config import ModelConfig, TrainingConfig
 from tasks.core.peft_config import PeftConfig
 from tasks.core.errors import InputError
-from tasks.training.model import (count_parameters, load_classifier, load_tokenizer, resolve_base_model, weights_digest,
-                         wrap_with_peft)
+from tasks.training.model import (count_parameters, files_digest, load_classifier, load_tokenizer, resolve_base_model,
+                                  weights_digest, wrap_with_peft)
 from tasks.core.names import ADAPTER_MANIFEST
 from tasks.training.tiny_model import build_tiny_bert
 from tasks.training.loop import encode, make_batches, predict_logits, train
@@ -33,7 +33,8 @@ def _model(base, **peft):
 
 def test_base_is_pinned_by_weight_digest(base, tmp_path):
     assert base.revision == "local" and len(base.digest) == 64
-    assert weights_digest(Path(base.path)) == base.digest
+    assert files_digest(Path(base.path)) == base.digest  # every file: weights, config, tokenizer
+    assert weights_digest(Path(base.path)) != base.digest
     with pytest.raises(InputError, match="base model not found"):
         resolve_base_model(ModelConfig(base=str(tmp_path / "missing")))
 

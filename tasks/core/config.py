@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from tasks.core.names import DEFAULT_REVIEW_PERIOD_DAYS
+from tasks.core.names import DEFAULT_REVIEW_PERIOD_DAYS, MAX_REVIEW_PERIOD_DAYS
 from tasks.core.peft_config import METHOD_ALIASES, PeftConfig, PeftMethod
 from tasks.core.peft_config import Section as _Section
 
@@ -60,7 +60,7 @@ class ModelConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, le=1000)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
@@ -76,7 +76,7 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: much less memory, about a third more "
         "compute (worth it when activations, not weights, fill the memory)")
-    processes: int = Field(1, description="training processes; more than 1: launched with torchrun, each trains on "
+    processes: int = Field(1, le=1024, description="training processes; more than 1: launched with torchrun, each trains on "
                            "its shard of the data (data-parallel; with nccl one GPU each; on the CPU each gets "
                            "num_threads or its share of the cores)")
     backend: Literal["auto", "gloo", "nccl"] = Field(
@@ -116,7 +116,7 @@ class BiasGateConfig(_Section):
     judge_on: Literal["ci_bound", "point"] = Field(
         "ci_bound", description="ci_bound: fail only when the whole bootstrap CI is beyond the threshold "
         "(the gap is not noise); point: fail on the point estimate")
-    bootstrap_samples: int = Field(200, description="bootstrap resamples (within each group) for the CIs")
+    bootstrap_samples: int = Field(200, le=100_000, description="bootstrap resamples (within each group) for the CIs")
     confidence: float = Field(0.95, description="confidence level of the bootstrap intervals")
     seed: int = Field(13, description="seed of the bootstrap and of nothing else")
     counterfactual_terms: dict[str, list[tuple[str, str]]] | None = Field(
@@ -239,7 +239,7 @@ class GatesConfig(_Section):
 class RegistryConfig(_Section):
     model_name: str = Field("support-ticket-router", description="MLflow registered model = one use case")
     experiment: str = "adaptrail"
-    review_period_days: int = Field(DEFAULT_REVIEW_PERIOD_DAYS, ge=1)
+    review_period_days: int = Field(DEFAULT_REVIEW_PERIOD_DAYS, ge=1, le=MAX_REVIEW_PERIOD_DAYS)
 
     @field_validator("model_name")
     @classmethod

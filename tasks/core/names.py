@@ -60,10 +60,11 @@ GATES: tuple[str, ...] = ("validation", "bias", "regression")
 #: Actor names the pipeline records in the ledger and in ``approval.by`` (people are recorded by their identity).
 ACTOR_GATES = "adaptrail/gates"  # the gates' verdict at registration
 ACTOR_EXPIRY = "adaptrail/expiry"  # an approval past its review date, expired by the audit
-ACTOR_BACKFILL = "adaptrail/backfill"  # a version registered before the ledger, recorded from its tags
 
 #: Days an approval lasts before it must be reviewed again (``registry.review_period_days`` by default).
 DEFAULT_REVIEW_PERIOD_DAYS = 182
+#: The longest review period anyone may set (config, environment): an approval older than this is always overdue.
+MAX_REVIEW_PERIOD_DAYS = 366
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CANDIDATE = "candidate"

@@ -56,7 +56,7 @@ class PeftConfig(Section):
     method: PeftMethod = Field(
         "lora", description="lora, ia3, prompt_tuning, prefix_tuning, loha, lokr, vera (peft); bottleneck "
         "(AdapterHub adapters); full (every weight trained: the reference the others are measured against)")
-    r: int = Field(8, description="rank of lora, loha, lokr and vera")
+    r: int = Field(8, le=4096, description="rank of lora, loha, lokr and vera")
     alpha: float = Field(16.0, description="scaling of lora, loha and lokr")
     dropout: float = Field(0.1, description="dropout of lora and vera; rank dropout of loha and lokr")
     target_modules: list[str] = Field(default_factory=lambda: ["query", "value"],
@@ -66,7 +66,7 @@ class PeftConfig(Section):
     feedforward_modules: list[str] = Field(
         default_factory=list, description="ia3 only: the target_modules that are feed-forward layers (scaled on "
         "their input), e.g. [output.dense]")
-    num_virtual_tokens: int = Field(20, description="prompt_tuning and prefix_tuning: learned virtual tokens")
+    num_virtual_tokens: int = Field(20, le=4096, description="prompt_tuning and prefix_tuning: learned virtual tokens")
     bottleneck: Literal["pfeiffer", "houlsby"] = Field(
         "pfeiffer", description="bottleneck only: pfeiffer (one adapter after the feed-forward block) or houlsby "
         "(after attention and after the feed-forward block)")

@@ -9,7 +9,7 @@ from tasks.gates.baselines import evaluate_baselines, fit_baselines
 from tasks.gates.bias import bias_gate
 from tasks.core.config import BiasGateConfig, Config
 from tasks.data.splits import GROUP, LABEL, TEXT, DatasetSplits, load_labelled_file
-from tasks.gates.decision import Check, GateDecision
+from tasks.gates.decision import GateDecision, unloadable_champion_checks
 from tasks.gates.evaluation import Evaluation
 from tasks.core.predictions import PredictFn, Predictions
 from tasks.gates.regression import metrics_of, regression_gate
@@ -48,8 +48,9 @@ def unloadable_champion(version: str, note: str) -> ChampionEvidence:
 
 def run_bias_gate(evaluation: Evaluation, cfg: BiasGateConfig, predict: PredictFn,
                   champion: ChampionEvidence | None) -> GateDecision:
-    return bias_gate(evaluation.test, cfg, predict_fn=predict,
-                     champion=champion.bias_details if champion and champion.usable else None)
+    decision = bias_gate(evaluation.test, cfg, predict_fn=predict,
+                         champion=champion.bias_details if champion and champion.usable else None)
+    return decision.with_checks(unloadable_champion_checks(champion.notes if champion is not None else []))
 
 
 def score(predict: PredictFn, labels: list[str], texts: list[str], y_true: list[str]) -> dict[str, Any]:
@@ -79,9 +80,7 @@ def run_regression_gate(splits: DatasetSplits, evaluation: Evaluation, config: C
         evaluation.metrics["test"], champion.test_metrics if champion else None, baselines,
         evaluation.metrics.get("train"), evaluation.metrics.get("validation"), cfg, golden=golden,
     )
-    for note in notes:
-        decision.checks.append(Check(name="champion available", passed=False, judged=False, detail=note))
-    return decision
+    return decision.with_checks(unloadable_champion_checks(notes))
 
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tasks.core.names import GateOutcome
+from tasks.core.text import md
 
 
 @dataclass
@@ -41,6 +42,12 @@ class GateDecision:
             outcome = GateOutcome.PASSED
         return cls(gate=gate, outcome=outcome, reason=reason, checks=checks, details=details or {})
 
+    def with_checks(self, extra: list[Check]) -> "GateDecision":
+        """The same gate judged again with ``extra`` checks added (a skipped gate stays skipped)."""
+        if not extra or self.outcome == GateOutcome.SKIPPED:
+            return self
+        return GateDecision.from_checks(self.gate, [*self.checks, *extra], details=self.details)
+
     @classmethod
     def skipped(cls, gate: str, reason: str) -> "GateDecision":
         return cls(gate=gate, outcome=GateOutcome.SKIPPED, reason=reason)
@@ -59,17 +66,23 @@ class GateDecision:
         return d
 
     def to_markdown(self) -> str:
-        lines = [f"## Gate `{self.gate}`: **{self.outcome}**", "", self.reason, ""]
+        lines = [f"## Gate `{self.gate}`: **{self.outcome}**", "", md(self.reason), ""]
         if self.checks:
             lines += ["| check | result | value | threshold | detail |", "|---|---|---|---|---|"]
             for c in self.checks:
                 result = ("pass" if c.passed else "FAIL") if c.judged else "reported"
-                detail = str(c.detail).replace("|", "\\|").replace("\n", " ")
-                lines.append(f"| {c.name} | {result} | {_fmt(c.value)} | {_fmt(c.threshold)} | {detail} |")
+                lines.append(f"| {md(c.name)} | {result} | {_fmt(c.value)} | {_fmt(c.threshold)} | {md(c.detail)} |")
         return "\n".join(lines) + "\n"
+
+
+def unloadable_champion_checks(notes: list[str]) -> list[Check]:
+    """A champion that could not be loaded fails the comparison with it: a gate never passes because the thing
+    it compares against was missing (revoke or repair the champion, then run again)."""
+    return [Check(name="champion available", passed=False, judged=True,
+                  detail=f"{note}; the comparison with the champion could not be made") for note in notes]
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else str(v).replace("|", "\\|")
+    return "" if v is None else md(v)

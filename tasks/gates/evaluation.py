@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from tasks.data.splits import GROUP, LABEL, TEXT, DatasetSplits
 from tasks.core.predictions import Predictions
 from tasks.core.metrics import classification_metrics, metrics_of
-from tasks.training.loop import Encoded, encode, predict_logits, softmax
+from tasks.training.loop import predict_proba
 
 TRAIN_EVAL_CAP = 1000  # rows of the training split scored for the overfitting check
 
@@ -29,13 +28,6 @@ class Evaluation:
         test = self.metrics["test"]
         return {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
                 **{f"{k}_macro_f1": m["macro_f1"] for k, m in self.metrics.items() if k != "test"}}
-
-
-def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 128) -> np.ndarray:
-    """Class probabilities for raw texts, in the model's label order."""
-    enc = encode(tokenizer, texts, [0] * len(texts), max_length)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return softmax(predict_logits(model, enc, pad, batch_size))
 
 
 def predictions_for(model, tokenizer, frame, labels: list[str], max_length: int, batch_size: int) -> Predictions:
@@ -62,8 +54,3 @@ def evaluate(model, tokenizer, splits: DatasetSplits, max_length: int, batch_siz
             p = predictions_for(model, tokenizer, frame, labels, max_length, batch_size)
             metrics[name] = classification_metrics(p.y_true, p.y_pred, labels)
     return Evaluation(metrics=metrics, test=test)
-
-
-def encoded_split(tokenizer, frame, labels: list[str], max_length: int) -> Encoded:
-    index = {l: i for i, l in enumerate(labels)}
-    return encode(tokenizer, [str(t) for t in frame[TEXT]], [index[str(y)] for y in frame[LABEL]], max_length)

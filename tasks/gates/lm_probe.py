@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.config import BiasGateConfig, RegressionGateConfig
-from tasks.gates.decision import Check, GateDecision
+from tasks.gates.decision import Check, GateDecision, unloadable_champion_checks
 from tasks.core.errors import InputError
 
 PAIR_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
@@ -132,8 +132,7 @@ def lm_regression_gate(candidate_ppl: float, base_ppl: float, candidate_test: di
     checks = [forgetting_check(candidate_ppl, base_ppl, cfg.max_perplexity_ratio)]
     if champion_test is not None:
         checks.append(champion_check(candidate_test, champion_test, "exact_match", cfg.champion_tolerance))
-    for note in notes or []:
-        checks.append(Check("champion available", False, judged=False, detail=note))
+    checks += unloadable_champion_checks(notes or [])
     details = {"summary": {"general_text_ppl": candidate_ppl, "base_general_text_ppl": base_ppl,
                            "general_text_ppl_ratio": candidate_ppl / base_ppl},
                "candidate_test": candidate_test, "champion_test": champion_test}

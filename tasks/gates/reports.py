@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.core.text import md, md_code
 from tasks.gates.decision import GateDecision
 
 
@@ -31,20 +32,20 @@ def evaluation_markdown(metrics: dict[str, dict[str, Any]], labels: list[str]) -
     """Headline metrics per split, per-class table and confusion matrix of the test split."""
     lines = ["# Evaluation", "", "| split | accuracy | macro-F1 |", "|---|---|---|"]
     for split, m in metrics.items():
-        lines.append(f"| {split} | {_f(m['accuracy'])} | {_f(m['macro_f1'])} |")
+        lines.append(f"| {md(split)} | {_f(m['accuracy'])} | {_f(m['macro_f1'])} |")
     test = metrics["test"]
     lines += ["", "## Test split, per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label in labels:
         pc = test["per_class"][label]
-        lines.append(f"| {label} | {_f(pc['precision'])} | {_f(pc['recall'])} | {_f(pc['f1'])} | {pc['support']} |")
+        lines.append(f"| {md(label)} | {_f(pc['precision'])} | {_f(pc['recall'])} | {_f(pc['f1'])} | {pc['support']} |")
     if test.get("per_group"):
         lines += ["", "## Test split, per group", "", "| group | n | accuracy | macro-F1 |", "|---|---|---|---|"]
         for g, m in test["per_group"].items():
-            lines.append(f"| {g} | {m['n']} | {_f(m['accuracy'])} | {_f(m['macro_f1'])} |")
+            lines.append(f"| {md(g)} | {m['n']} | {_f(m['accuracy'])} | {_f(m['macro_f1'])} |")
     lines += ["", "## Test split, confusion matrix (rows: true, columns: predicted)", "",
-              "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+              "| true \\ predicted | " + " | ".join(md(x) for x in labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for label, row in zip(labels, test["confusion_matrix"]["matrix"]):
-        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+        lines.append(f"| {md(label)} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -55,7 +56,7 @@ def group_table_markdown(details: dict[str, Any]) -> str:
     if not rows:
         return ""
     cls = groups.get("positive_label") or (groups.get("classes_judged") or [None])[0]
-    head = f" (class `{cls}`)" if cls else ""
+    head = f" (class {md_code(cls)})" if cls else ""
     lines = ["", f"### Per group{head}", "", "| group | n | accuracy | selection rate | TPR | FPR | judged |",
              "|---|---|---|---|---|---|---|"]
 
@@ -63,8 +64,8 @@ def group_table_markdown(details: dict[str, Any]) -> str:
         return v.get(cls) if isinstance(v, dict) and cls else v
 
     for r in rows:
-        judged = "yes" if r.get("judged") else f"no ({r.get('note') or 'below min size'})"
-        lines.append(f"| {r['group']} | {r['n']} | {_f(r.get('accuracy'))} | {_f(pick(r.get('selection_rate')))} | "
+        judged = "yes" if r.get("judged") else f"no ({md(r.get('note') or 'below min size')})"
+        lines.append(f"| {md(r['group'])} | {r['n']} | {_f(r.get('accuracy'))} | {_f(pick(r.get('selection_rate')))} | "
                      f"{_f(pick(r.get('tpr')))} | {_f(pick(r.get('fpr')))} | {judged} |")
     return "\n".join(lines) + "\n"
 
@@ -83,10 +84,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     g = summary["gates"]
     m = summary["metrics"]
     lines = [
-        f"# {summary['model']} v{summary['version']}: `{summary['status']}`",
+        f"# {md(summary['model'])} v{summary['version']}: `{summary['status']}`",
         "",
         "| gate | outcome |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in g.items()],
+        *[f"| {md(k)} | {md(v)} |" for k, v in g.items()],
         "",
         "| metric | value |", "|---|---|",
         *[f"| {k} | {_f(v)} |" for k, v in m.items()],
@@ -94,7 +95,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- adapter: `{summary['adapter_digest'][:16]}…`, {summary['adapter_bytes']:,} bytes "
         f"({summary['trainable_params']:,} trainable parameters, {summary['trainable_fraction']:.3%} of the model)",
         f"- dataset digest: `{summary['dataset_digest'][:16]}…`",
-        f"- base model: {summary['base_model']} ({summary['base_model_revision']})",
+        f"- base model: {md(summary['base_model'])} ({md(summary['base_model_revision'])})",
         f"- MLflow run: `{summary['run_id']}` in experiment `{summary['experiment']}`",
         f"- model version: `models:/{summary['model']}/{summary['version']}`",
     ]

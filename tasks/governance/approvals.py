@@ -17,14 +17,14 @@ from mlflow.tracking import MlflowClient
 
 from tasks.core import state
 from tasks.core.errors import InputError
-from tasks.core.names import ACTOR_BACKFILL, ACTOR_EXPIRY, ALIAS_CANDIDATE, ALIAS_CHAMPION, ApprovalStatus, Tag  # noqa: F401
+from tasks.core.names import ACTOR_EXPIRY, ALIAS_CANDIDATE, ALIAS_CHAMPION, ApprovalStatus, Tag  # noqa: F401
 from tasks.governance import registry
-from tasks.governance.ledger import Ledger, LedgerEvent, evidence_digest
+from tasks.governance.ledger import Ledger, LedgerConflict, LedgerEvent, evidence_digest
 # Re-exported: the decisions' API reads as one module (approvals.record_registration, approvals.Policy, ...).
 from tasks.governance.ledger_view import (FACT_TAGS, LEDGER_ONLY_TAGS, STATUS_OF, _v, approved_in_date,  # noqa: F401
-                                          disagreements, expected_champion, is_overdue, ledger_tags, state_tags,
-                                          utc_now)
-from tasks.governance.registration import backfill, record_registration  # noqa: F401
+                                          disagreements, expected_champion, identity_of, identity_problem, is_overdue,
+                                          ledger_tags, state_tags, utc_now, decision_time)
+from tasks.governance.registration import record_registration  # noqa: F401
 from tasks.governance.rules import DecisionRefused, Policy, check_override, require_decider
 
 log = logging.getLogger("adaptrail")
@@ -60,7 +60,7 @@ def tag_ledger_disagreements(model: str, version: str | int) -> list[str]:
     mv = registry.model_version(c, model, version)
     with Ledger() as led:
         events = led.events(model=model)
-    return disagreements(model, version, mv.tags, events, _champion(c, model))
+    return disagreements(model, version, mv.tags, events, _champion(c, model), identity_of(mv))
 
 
 def reconcile(model: str, version: str | int) -> list[str]:
@@ -76,7 +76,7 @@ def approve(model: str, version: str | int, actor: str, reason: str, *, override
             second_approver: str | None = None, now: datetime | None = None, policy: Policy | None = None
             ) -> Decision:
     """Approve a version and make it champion (rules: allow-list, separation of duties, override for failed gates)."""
-    policy, now, version = policy or Policy.resolve(), utc_now(now), str(version)
+    policy, now, version = policy or Policy.resolve(), decision_time(now), str(version)
     with Ledger() as led:
         s = _prepare(led, model, version, now)
         require_decider(s, policy, actor, reason, separate_from_requester="approve")
@@ -101,7 +101,7 @@ def approve(model: str, version: str | int, actor: str, reason: str, *, override
 def reject(model: str, version: str | int, actor: str, reason: str, *, now: datetime | None = None,
            policy: Policy | None = None) -> Decision:
     """Reject a pending (or gate-rejected) version; an approved one is withdrawn with :func:`revoke`."""
-    policy, now, version = policy or Policy.resolve(), utc_now(now), str(version)
+    policy, now, version = policy or Policy.resolve(), decision_time(now), str(version)
     with Ledger() as led:
         s = _prepare(led, model, version, now)
         require_decider(s, policy, actor, reason)
@@ -119,7 +119,7 @@ def reject(model: str, version: str | int, actor: str, reason: str, *, now: date
 def revoke(model: str, version: str | int, actor: str, reason: str, *, now: datetime | None = None,
            policy: Policy | None = None) -> Decision:
     """Withdraw an approval; removes alias champion from this version and names (never sets) a successor."""
-    policy, now, version = policy or Policy.resolve(), utc_now(now), str(version)
+    policy, now, version = policy or Policy.resolve(), decision_time(now), str(version)
     with Ledger() as led:
         s = _prepare(led, model, version, now)
         require_decider(s, policy, actor, reason)
@@ -150,7 +150,7 @@ def review(model: str, version: str | int, actor: str, reason: str, *, override:
            second_approver: str | None = None, now: datetime | None = None, policy: Policy | None = None
            ) -> Decision:
     """Re-review an approved (or expired) version: renews ``review.due``; same rules as approving."""
-    policy, now, version = policy or Policy.resolve(), utc_now(now), str(version)
+    policy, now, version = policy or Policy.resolve(), decision_time(now), str(version)
     with Ledger() as led:
         s = _prepare(led, model, version, now)
         require_decider(s, policy, actor, reason, separate_from_requester="review")
@@ -164,7 +164,7 @@ def review(model: str, version: str | int, actor: str, reason: str, *, override:
 
 def expire_overdue(model: str | None = None, now: datetime | None = None) -> list[Decision]:
     """Mark approved versions whose ``review.due`` has passed as ``expired`` (ledger event ``expired``)."""
-    now = utc_now(now)
+    now = decision_time(now)
     out: list[Decision] = []
     with Ledger() as led:
         by_version: dict[tuple[str, str], list[LedgerEvent]] = {}
@@ -188,7 +188,7 @@ def expire_overdue(model: str | None = None, now: datetime | None = None) -> lis
 
 def approved_versions(model: str, now: datetime | None = None) -> list[str]:
     """Versions the ledger says are approved and in date, most recently approved first."""
-    now = utc_now(now)
+    now = decision_time(now)
     with Ledger() as led:
         return approved_in_date(led.events(model=model), now)
 
@@ -198,7 +198,9 @@ def approved_versions(model: str, now: datetime | None = None) -> list[str]:
 
 @dataclass
 class _Subject:
-    """One version as a decision sees it, after reconciling MLflow with the ledger."""
+    """One version as a decision sees it: the ledger's record (``events``, and ``champion`` as the ledger implies
+    it). Its tags are repaired from the ledger first; the champion alias only once a decision is accepted
+    (:meth:`repair`), so a refused decision never moves it."""
 
     c: MlflowClient
     led: Ledger
@@ -225,7 +227,12 @@ class _Subject:
                    (not e.extra.get("tags") and e.action in STATUS_OF)]
         return setters[-1].action if setters else None
 
+    def repair(self) -> None:
+        """Once a decision is accepted: MLflow's aliases (and tags) agree with the ledger again."""
+        self.repaired = list(dict.fromkeys(self.repaired + _reconcile(self.c, self.led, self.model, self.version)))
+
     def unchanged(self, action: str, message: str) -> Decision:
+        self.repair()
         v = self.view
         return Decision(self.model, self.version, action, self.status, v.get(Tag.APPROVAL_BY, ""),
                         v.get(Tag.APPROVAL_REASON, ""), v.get(Tag.APPROVAL_AT, ""), None, False, self.champion,
@@ -239,25 +246,37 @@ class _Subject:
 
 
 def _prepare(led: Ledger, model: str, version: str, now: datetime) -> _Subject:
-    """Load the version, backfill its registration if the ledger has none, and repair tags from the ledger."""
+    """Load the version as the ledger records it; refuse it unless the ledger registered this very version.
+
+    MLflow tags are never facts: a version the register step did not record (created in MLflow by hand, or before
+    the ledger) is refused, not back-filled from its tags.
+    """
     c = registry.client()
     mv = registry.model_version(c, model, version)
-    if not led.events(model=model, version=version):
-        backfill(mv, now)
-    repaired = _reconcile(c, led, model, version)
+    own = led.events(model=model, version=version)
+    if not any(e.action == "registered" for e in own):
+        raise DecisionRefused("not-registered", f"{model} v{version} has no `registered` event in the ledger: the "
+                              "register step never recorded it (created outside adaptrail, before the ledger, or in "
+                              "another ledger), so its gates are not on record. Train and register it through the "
+                              "train_adapter flow")
+    other = identity_problem(model, version, own, identity_of(mv))
+    if other:
+        raise DecisionRefused("version-identity", other)
+    repaired = _reconcile(c, led, model, version, aliases=False)  # tags only: a refusal moves no alias
     mv = c.get_model_version(model, version)
-    events = led.events(model=model, version=version)
-    return _Subject(c, led, model, version, dict(mv.tags), events, _champion(c, model), repaired, now)
+    champion = expected_champion(led.events(model=model))
+    return _Subject(c, led, model, version, dict(mv.tags), own, champion, repaired, now)
 
 
-def _reconcile(c: MlflowClient, led: Ledger, model: str, version: str) -> list[str]:
+def _reconcile(c: MlflowClient, led: Ledger, model: str, version: str, aliases: bool = True) -> list[str]:
+    """Repair the version's tags (and with ``aliases`` the champion alias) from the ledger; returns the problems."""
     mv = registry.model_version(c, model, version)
     model_events = led.events(model=model)
     own = [e for e in model_events if e.version == version]
-    if not own:
-        return []
+    if not any(e.action == "registered" for e in own) or identity_problem(model, version, own, identity_of(mv)):
+        return []  # not the ledger's version: nothing of the ledger's belongs on it (the audit reports it)
     champion = _champion(c, model)
-    problems = disagreements(model, version, mv.tags, model_events, champion)
+    problems = disagreements(model, version, mv.tags, model_events, champion, identity_of(mv))
     if not problems:
         return []
     want = ledger_tags(own)
@@ -268,7 +287,9 @@ def _reconcile(c: MlflowClient, led: Ledger, model: str, version: str) -> list[s
         if key in mv.tags and key not in want:
             c.delete_model_version_tag(model, version, key)
     should = expected_champion(model_events)
-    if should == version and champion != version:
+    if not aliases:
+        pass
+    elif should == version and champion != version:
         registry.set_alias(c, model, ALIAS_CHAMPION, version)
     elif champion == version and should != version:
         if should is None:
@@ -281,12 +302,18 @@ def _reconcile(c: MlflowClient, led: Ledger, model: str, version: str) -> list[s
 
 def _record(s: _Subject, action: str, actor: str, reason: str, tags: dict[str, str], now: datetime,
             policy: Policy | None, **extra: Any) -> LedgerEvent:
-    """Ledger first, then the MLflow tags (a crash in between is repaired by the next call's reconcile)."""
+    """Ledger first (only if the version's history is still the one the rules checked), then the MLflow tags (a crash
+    in between is repaired by the next call's reconcile)."""
     facts = {k: v for k, v in s.view.items() if k in FACT_TAGS}
     meta = {"tags": tags, "previous_status": s.status, "invoked_by": state.os_user(), **extra}
     if policy is not None:
         meta["allow_list"] = policy.source
-    event = s.led.append(s.model, s.version, action, actor, reason, evidence_digest(facts), meta, at=now)
+    s.repair()
+    try:  # compare-and-swap: the rules above were checked against exactly this history
+        event = s.led.append(s.model, s.version, action, actor, reason, evidence_digest(facts), meta, at=now,
+                             expect_last=s.events[-1].seq if s.events else None)
+    except LedgerConflict as err:
+        raise DecisionRefused("concurrent-decision", str(err)) from None
     _mirror(s.c, s.model, s.version, tags)
     return event
 

@@ -20,13 +20,14 @@ from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
 from tasks.governance.ledger_view import APPROVING
 from tasks.governance.loader import adapter_problems, fetch_adapter
-from tasks.core.names import ALIAS_CHAMPION, ApprovalStatus, GateOutcome, GATES, Tag
+from tasks.core.names import ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, ApprovalStatus, GateOutcome, GATES, Tag
 
 SEVERITIES = ("critical", "high", "medium", "low")
 METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
 LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST,
                 Tag.CODE_VERSION, Tag.FLOW_RUN_ID)
 DUE_SOON_DAYS = 30
+UNRECORDED = "unrecorded"  # a version the ledger has no record of: whatever its tags claim is not evidence
 _PAGE = 1000
 
 
@@ -72,6 +73,7 @@ class Audit:
     findings: list[Finding] = field(default_factory=list)
     point_in_time: dict[str, Any] | None = None
     unregistered: list[str] = field(default_factory=list)  # "model vN" the ledger records but MLflow lacks
+    ledger_guards_missing: list[str] = field(default_factory=list)  # append-only triggers the database lacks
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +111,7 @@ def parse_when(text: str | datetime | None, *, end_of_day: bool = False) -> date
 def collect(since: datetime | None = None, until: datetime | None = None, model: str | None = None,
             now: datetime | None = None, *, rehash: bool = True) -> Audit:
     """Expire overdue approvals, then gather every in-scope version's evidence and the ledger chain status."""
-    now = approvals.utc_now(now)
+    now = approvals.decision_time(now)  # the audit writes expiries: never dated ahead
     if since and until and since >= until:
         raise InputError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
     expired = {(d.model, d.version) for d in approvals.expire_overdue(model, now)}
@@ -117,10 +119,12 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     with Ledger() as led:
         chain = led.verify()
         events = led.events(model=model)
+        guards = led.missing_guards()
     by_model: dict[str, list[LedgerEvent]] = {}
     for e in events:
         by_model.setdefault(e.model, []).append(e)
-    audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain))
+    audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain),
+                  ledger_guards_missing=guards)
     runs: dict[str, dict[str, float]] = {}
     seen: set[tuple[str, str]] = set()
     with tempfile.TemporaryDirectory(prefix="adaptrail-audit-") as tmp:
@@ -191,24 +195,24 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
             runs: dict[str, dict[str, float]], tmp: Path, rehash: bool) -> VersionRecord:
     """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger)."""
     name, version, tags = mv.name, str(mv.version), dict(mv.tags)
-    view = approvals.ledger_tags(own) if own else tags  # judge on the record, not on editable tags
-    gates = {g: view.get(Tag.gate(g), GateOutcome.SKIPPED) for g in GATES}
+    view = approvals.ledger_tags(own)  # judge on the record, never on editable tags
+    gates = {g: view.get(Tag.gate(g), GateOutcome.SKIPPED if own else UNRECORDED) for g in GATES}
     failed = {g for g, o in gates.items() if o == GateOutcome.FAILED}
     failed |= {str(e.extra.get("gate", "?")) for e in own if e.action == "gate_failed"}
-    lineage = {k: tags.get(k, view.get(k, "")) for k in LINEAGE_TAGS}
+    lineage = {k: view.get(k) or tags.get(k, "") for k in LINEAGE_TAGS}  # the ledger's record first
     alias = champions[0]
     champion = version in champions
     return VersionRecord(
         model=name, version=version,
         created_at=format_at(datetime.fromtimestamp((mv.creation_timestamp or 0) / 1000, timezone.utc)),
-        status=view.get(Tag.APPROVAL_STATUS, "unset"), champion=champion, run_id=mv.run_id or "",
+        status=view.get(Tag.APPROVAL_STATUS, UNRECORDED), champion=champion, run_id=mv.run_id or "",
         gates={g: str(o) for g, o in gates.items()}, failed_gates=sorted(failed),
         metrics=_metrics(c, mv.run_id, runs), lineage=lineage,
         missing_lineage=[k.removeprefix("adaptrail.") for k, v in lineage.items() if not v],
         review_due=view.get(Tag.REVIEW_DUE, ""), decisions=[_decision(e) for e in own],
         integrity=_integrity(mv.source, view.get(Tag.ADAPTER_DIGEST, ""), tmp / f"{name}-{version}") if rehash
         else [],
-        disagreements=approvals.disagreements(name, version, tags, model_events, alias),
+        disagreements=approvals.disagreements(name, version, tags, model_events, alias, approvals.identity_of(mv)),
     )
 
 
@@ -246,6 +250,10 @@ def assess(audit: Audit, now: datetime | None = None, due_within_days: int = DUE
     out: list[Finding] = []
     if not audit.chain["ok"]:
         out.append(Finding("critical", "ledger-chain", "", "", f"ledger chain is broken: {audit.chain['problem']}"))
+    if audit.ledger_guards_missing:
+        out.append(Finding("high", "ledger-not-append-only", "", "", "the ledger database lacks the append-only "
+                           f"triggers {', '.join(audit.ledger_guards_missing)}: rows can be edited or deleted; create "
+                           "them as the table's owner (infra/postgres/init-ledger.sql)"))
     for r in audit.versions:
         out += _version_findings(r, today, due_within_days)
     for missing in audit.unregistered:
@@ -283,6 +291,9 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
                     f"failed ({', '.join(r.failed_gates)}) and no override was recorded")
     if r.missing_lineage:
         add("medium", "lineage-missing", "missing lineage: " + ", ".join(r.missing_lineage))
+    too_long = _review_period_problem(r)
+    if too_long:
+        add("high", "review-period-too-long", too_long)
     if r.status == ApprovalStatus.APPROVED:
         try:
             left = (date.fromisoformat(r.review_due) - today).days
@@ -291,6 +302,22 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
         if left is not None and 0 <= left <= due_within_days:
             add("low", "review-due-soon", f"review due {r.review_due} (in {left} days)")
     return out
+
+
+def _review_period_problem(r: VersionRecord) -> str:
+    """'' unless the version's review date lies further after its last approval than any policy allows."""
+    approving = [d for d in r.decisions if d["action"] in (*APPROVING, "reviewed")]
+    if r.status != ApprovalStatus.APPROVED or not approving or not r.review_due:
+        return ""
+    approved = datetime.fromisoformat(approving[-1]["at"].replace("Z", "+00:00")).date()
+    try:
+        due = date.fromisoformat(r.review_due)
+    except ValueError:
+        return f"review date {r.review_due!r} is not a date"
+    if (due - approved).days <= MAX_REVIEW_PERIOD_DAYS:
+        return ""
+    return (f"review due {r.review_due} is {(due - approved).days} days after the approval of {approved}; at most "
+            f"{MAX_REVIEW_PERIOD_DAYS} are allowed, so the approval is treated as needing review")
 
 
 def verdict(findings: list[Finding], fail_on: str = "high") -> tuple[str, int]:

@@ -17,6 +17,7 @@ from tasks.governance import registry
 from tasks.governance.audit import METRICS, SEVERITIES, Audit, severity_counts, verdict  # noqa: F401
 from tasks.core.errors import InputError
 from tasks.core.canonical import json_sha256
+from tasks.core.text import csv_cell, md
 
 AUDIT_EXPERIMENT = "adaptrail-audits"
 JSON_NAME, CSV_NAME, HTML_NAME, DIGEST_NAME = "audit.json", "audit.csv", "audit.html", "report.sha256"
@@ -65,7 +66,7 @@ def write_reports(data: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(csv_rows(data))
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in csv_rows(data))
     paths["html"].write_text(render_html(data), encoding="utf-8")
     return paths
 
@@ -108,10 +109,10 @@ def summary_markdown(data: dict[str, Any]) -> str:
              f"head `{s['ledger_head_hash']}`.", f"Report digest: `{data['digest']}`.", ""]
     pit = data.get("point_in_time")
     if pit:
-        lines += [point_in_time_text(pit), ""]
+        lines += [md(point_in_time_text(pit)), ""]
     if data["findings"]:
         lines += ["| severity | model | version | finding |", "|---|---|---|---|"]
-        lines += [f"| {f['severity']} | {f['model']} | {f['version']} | {f['message'].replace('|', '/')} |"
+        lines += [f"| {f['severity']} | {md(f['model'])} | {md(f['version'])} | {md(f['message'])} |"
                   for f in data["findings"]]
     return "\n".join(lines)
 

@@ -4,9 +4,10 @@ vs the champion, lineage, the ledger, disagreements and the rules."""
 from __future__ import annotations
 
 from tasks.core.names import ALIAS_CHAMPION, ARTIFACT_REPORTS, GATES, Tag
+from tasks.core.text import md, md_code
 from tasks.governance import registry
 from tasks.governance.ledger import Ledger
-from tasks.governance.ledger_view import disagreements
+from tasks.governance.ledger_view import disagreements, identity_of
 
 METRICS = ("test_macro_f1", "test_accuracy", "validation_macro_f1", "test_exact_match", "test_perplexity")
 LEDGER_ROWS = 8
@@ -19,8 +20,8 @@ def _gate_reasons(c, run_id: str | None) -> dict[str, str]:
 
 
 def _cell(text: str, limit: int = 300) -> str:
-    """Text safe inside a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")[:limit]
+    """Text safe inside a Markdown table cell (and in the review form): literal, one line, at most ``limit``."""
+    return md(text, limit)
 
 
 def _fmt(value: float | None) -> str:
@@ -40,8 +41,8 @@ def evidence_markdown(model: str, version: str) -> str:
     theirs = (registry.run_metrics(c, champion.run_id) if champion else None) or {}
     reasons = _gate_reasons(c, mv.run_id)
     lines = [f"## Review {model} v{version}",
-             f"Status **{tags.get(Tag.APPROVAL_STATUS, '?')}** · "
-             f"requested by **{tags.get(Tag.REQUESTED_BY, '?')}** · flow run `{tags.get(Tag.FLOW_RUN_ID, '?')}`", "", "### Gates", "| gate | outcome | reason |",
+             f"Status **{_cell(tags.get(Tag.APPROVAL_STATUS, '?'))}** · "
+             f"requested by **{_cell(tags.get(Tag.REQUESTED_BY, '?'))}** · flow run {md_code(tags.get(Tag.FLOW_RUN_ID, '?'))}", "", "### Gates", "| gate | outcome | reason |",
              "|---|---|---|"]
     lines += [f"| {g} | {_cell(tags.get(Tag.gate(g), '?'))} | {_cell(reasons.get(g, ''))} |" for g in GATES]
     ch = f"v{champion.version}" if champion else "none"
@@ -55,15 +56,15 @@ def evidence_markdown(model: str, version: str) -> str:
     lines += ["", "### Lineage"]
     for key in (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.CODE_VERSION,
                 Tag.ADAPTER_DIGEST, Tag.PEFT_METHOD, Tag.PEFT_TRAINABLE_PARAMS):
-        lines.append(f"- `{key.removeprefix('adaptrail.')}`: `{tags.get(key, '?')}`")
+        lines.append(f"- `{key.removeprefix('adaptrail.')}`: {md_code(tags.get(key, '?'))}")
     lines += ["", "### Ledger", "| seq | at | action | actor | reason |", "|---|---|---|---|---|"]
     lines += [f"| {e.seq} | {e.at} | {e.action} | {_cell(e.actor)} | {_cell(e.reason, 120)} |"
               for e in events[-LEDGER_ROWS:]]
     problems = disagreements(model, str(version), tags, model_events,
-                                       str(champion.version) if champion else None)
+                             str(champion.version) if champion else None, identity_of(mv))
     if problems:
         lines += ["", "### MLflow disagrees with the ledger (the decision repairs it from the ledger first)"]
-        lines += [f"- {p}" for p in problems]
+        lines += [f"- {_cell(p, 1000)}" for p in problems]
     lines += ["", "### Rules", "The approver must be on the allow-list and must not be the requester. A version "
               "whose gates failed is approved only with *override*, a reason and a second, distinct approver. "
               f"Approving moves alias `{ALIAS_CHAMPION}` to this version."]

@@ -12,7 +12,6 @@ on ``seq`` and ``prev_hash`` stop a fork of the chain if that lock is ever bypas
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -20,43 +19,40 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
     Column,
     Connection,
-    Engine,
     Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
+    func,
     select,
     text,
 )
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.core.canonical import canonical_json, json_sha256
 from tasks.core.errors import AdaptrailError, InputError
+from tasks.governance.ledger_db import TABLE_NAME, WRITE_OPTION, install_guards, make_engine, missing_guards
 from tasks.core.state import home
 
 ACTIONS = ("registered", "gate_failed", "approved", "rejected", "overridden", "expired", "revoked", "reviewed")
 GENESIS_HASH = "0" * 64
+#: How far an event's time may lie ahead of this machine's clock (clock skew between machines); no further.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
-TABLE_NAME = "approval_ledger"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 APPEND_ATTEMPTS = 5
 # Any constant shared by all writers; the advisory lock serialises appends across PostgreSQL sessions.
 PG_LOCK_KEY = int.from_bytes(hashlib.sha256(TABLE_NAME.encode()).digest()[:7], "big")
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_WRITE = "adaptrail_ledger_write"  # execution option: begin this connection's transaction as a writer
 
 metadata = MetaData()
 ledger_table = Table(
@@ -79,6 +75,14 @@ ledger_table = Table(
 
 class LedgerBusy(AdaptrailError):
     """Appending kept conflicting with other writers; nothing was written."""
+
+
+class LedgerConflict(InputError):
+    """The version's last event is no longer the one the caller checked (a concurrent decision); nothing was written."""
+
+
+#: ``expect_last`` default: append whatever the version's history (no compare-and-swap).
+ANY_LAST = object()
 
 
 def ledger_url() -> str:
@@ -149,9 +153,10 @@ class Ledger:
 
     def __init__(self, url: str | None = None):
         self.url = url or ledger_url()
-        self._engine = _make_engine(self.url)
+        self._engine = make_engine(self.url)
         with self._write() as conn:  # serialised, so concurrent first use cannot race on CREATE TABLE
             metadata.create_all(conn, checkfirst=True)
+            install_guards(conn)
 
     # --- writing ---------------------------------------------------------------------------------------
 
@@ -165,12 +170,21 @@ class Ledger:
         evidence_digest: str = "",
         extra: dict | None = None,
         at: datetime | str | None = None,
+        *,
+        expect_last: int | None | object = ANY_LAST,
     ) -> LedgerEvent:
-        """Append one event after the current head, atomically; returns it with its seq and hash."""
+        """Append one event after the current head, atomically; returns it with its seq and hash.
+
+        ``expect_last`` is a compare-and-swap on the version's history: the seq of the version's last event the
+        caller's rules were checked against (None: no event yet). Inside the write lock the ledger re-reads it and
+        appends only if it is unchanged, else raises :class:`LedgerConflict`.
+        """
         fields = _validated_fields(model, version, action, actor, reason, evidence_digest, extra, at)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
                 with self._write() as conn:
+                    if expect_last is not ANY_LAST:
+                        _check_last(conn, fields["model"], fields["version"], expect_last)
                     head = conn.execute(
                         select(ledger_table.c.seq, ledger_table.c.hash).order_by(ledger_table.c.seq.desc()).limit(1)
                     ).first()
@@ -264,7 +278,7 @@ class Ledger:
     def _write(self) -> Iterator[Connection]:
         """A transaction that holds the ledger's write lock from its first statement to commit."""
         with self._engine.connect() as conn:
-            conn.execution_options(**{_WRITE: True})
+            conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK_KEY})
@@ -276,44 +290,23 @@ class Ledger:
         with self._engine.connect() as conn, conn.begin():
             yield conn
 
+    def missing_guards(self) -> list[str]:
+        """The append-only triggers this database lacks ([] when UPDATE, DELETE (and TRUNCATE) are all refused)."""
+        with self._read() as conn:
+            return missing_guards(conn)
+
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
 
-def _with_installed_driver(url: URL) -> URL:
-    """A bare ``postgresql://`` URL with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg (3), while
-    ``pip install .[postgres]`` brings psycopg2 (the driver MLflow's ``postgresql+psycopg2://`` store uses)."""
-    if url.drivername != "postgresql":
-        return url
-    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return url.set(drivername=driver)
-    raise InputError(f"no PostgreSQL driver for {url.render_as_string(hide_password=True)}; "
-                     'install one with `pip install ".[postgres]"` (psycopg2-binary)')
-
-
-def _make_engine(url: str) -> Engine:
-    """Engine for ``url``; on SQLite, SQLAlchemy emits BEGIN (IMMEDIATE for writers) instead of pysqlite."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(_with_installed_driver(parsed), pool_pre_ping=True)
-    db = parsed.database
-    if db and db != ":memory:" and not db.startswith("file:"):
-        Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # pysqlite must not issue its own (deferred, late) BEGIN
-        cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
-
-    return engine
+def _check_last(conn: Connection, model: str, version: str, expected: Any) -> None:
+    """Inside the write lock: the version's last seq must still be ``expected``."""
+    last = conn.execute(select(func.max(ledger_table.c.seq)).where(
+        ledger_table.c.model == model, ledger_table.c.version == version)).scalar()
+    if last != expected:
+        raise LedgerConflict(f"{model} v{version} changed while this decision was being made (its last ledger event "
+                             f"is now seq {last}, the decision checked seq {expected}); nothing was recorded. Look "
+                             "at the version again and repeat the decision if it still applies")
 
 
 def _is_lock_timeout(e: OperationalError) -> bool:
@@ -350,8 +343,13 @@ def _validated_fields(
         )
     if extra is not None and not isinstance(extra, dict):
         raise InputError(f"extra must be a dict, got {type(extra).__name__}")
+    when = format_at(at)
+    latest = format_at(datetime.now(timezone.utc) + MAX_CLOCK_SKEW)
+    if when > latest:
+        raise InputError(f"ledger event time {when} is in the future (this clock allows up to {latest}); events are "
+                         "recorded when they happen, never dated ahead")
     return {
-        "at": format_at(at),
+        "at": when,
         "model": model,
         "version": version,
         "action": action,

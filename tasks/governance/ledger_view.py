@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
+from typing import Any
 
 from tasks.core.errors import InputError
 from tasks.core.names import ALIAS_CHAMPION, ApprovalStatus, Tag
-from tasks.governance.ledger import LedgerEvent
+from tasks.governance.ledger import MAX_CLOCK_SKEW, LedgerEvent
 from tasks.governance.signing import TAG_SIGNATURE, TAG_SIGNATURE_KEY
 
 #: The approval state a decision sets; mirrored from the ledger.
 STATE_TAGS = (Tag.APPROVAL_STATUS, Tag.APPROVAL_BY, Tag.APPROVAL_AT, Tag.APPROVAL_REASON, Tag.REVIEW_DUE)
 #: What was registered; recorded once in the ``registered`` event, so a hand edit of these is detected too.
 FACT_TAGS = (Tag.GATE_VALIDATION, Tag.GATE_BIAS, Tag.GATE_REGRESSION, Tag.DATASET_DIGEST, Tag.BASE_MODEL,
-             Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.REQUESTED_BY, Tag.ADAPTER_DIGEST)
+             Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.REQUESTED_BY, Tag.ADAPTER_DIGEST, Tag.CODE_VERSION,
+             Tag.FLOW_RUN_ID, Tag.PEFT_METHOD, Tag.PEFT_TRAINABLE_PARAMS, Tag.PEFT_TRAINABLE_FRACTION)
 #: Present only when the ledger says so (a signature tag the ledger never saw is a disagreement).
 LEDGER_ONLY_TAGS = (TAG_SIGNATURE, TAG_SIGNATURE_KEY)
 
@@ -59,12 +61,36 @@ def expected_champion(model_events: Iterable[LedgerEvent]) -> str | None:
     return champion
 
 
+def identity_of(mv: Any) -> dict[str, Any]:
+    """What makes a registered version this one and not a re-created one with the same number: its MLflow run and
+    creation time (recorded in the ``registered`` event)."""
+    return {"run_id": str(getattr(mv, "run_id", "") or ""),
+            "created_ms": int(getattr(mv, "creation_timestamp", 0) or 0)}
+
+
+def identity_problem(model: str, version: str, own: list[LedgerEvent], identity: dict[str, Any] | None) -> str:
+    """'' when the ledger's ``registered`` event names this very version (or records no identity: older events)."""
+    registered = next((e for e in own if e.action == "registered"), None)
+    recorded = registered.extra.get("identity") if registered is not None else None
+    if not recorded or identity is None or recorded == identity:
+        return ""
+    return (f"{model} v{version} is not the version the ledger registered: the ledger's v{version} came from run "
+            f"{recorded.get('run_id')} created at {recorded.get('created_ms')} ms, MLflow's from run "
+            f"{identity['run_id']} created at {identity['created_ms']} ms (deleted and re-created?)")
+
+
 def disagreements(model: str, version: str, tags: dict[str, str], model_events: list[LedgerEvent],
-                  champion: str | None) -> list[str]:
-    """Where MLflow (``tags`` of the version, alias ``champion``) disagrees with the ledger; [] when consistent."""
+                  champion: str | None, identity: dict[str, Any] | None = None) -> list[str]:
+    """Where MLflow (``tags`` of the version, alias ``champion``, the version's ``identity``) disagrees with the
+    ledger; [] when consistent."""
     own = [e for e in model_events if e.version == version]
     if not own:
         return [f"{model} v{version} has no ledger events (registered outside adaptrail, or another ledger)"]
+    if not any(e.action == "registered" for e in own):
+        return [f"{model} v{version} has no `registered` event: the register step never recorded it"]
+    other = identity_problem(model, version, own, identity)
+    if other:
+        return [other]
     out = []
     for key, (want, seq) in sorted(ledger_view(own).items()):
         have = tags.get(key)
@@ -119,6 +145,17 @@ def utc_now(now: datetime | None = None) -> datetime:
         return datetime.now(timezone.utc)
     if now.tzinfo is None:
         raise InputError("now must be timezone-aware (UTC)")
+    return now
+
+
+def decision_time(now: datetime | None = None) -> datetime:
+    """The time of something that writes the ledger (a decision, an expiry, a registration): ``now`` or the current
+    UTC time, never in the future: events are recorded when they happen (reads such as ``verify`` may ask about any
+    time)."""
+    now = utc_now(now)
+    if now > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+        raise InputError(f"now={now.isoformat()} is in the future; a decision, expiry or audit is recorded when it "
+                         "happens (or replayed for a past time), never dated ahead")
     return now
 
 

@@ -21,14 +21,14 @@ from mlflow.exceptions import MlflowException
 from tasks.core import state
 from tasks.governance import registry
 from tasks.training.adapter_files import digest_of, file_map, read_metadata
-from tasks.governance.ledger_view import disagreements, is_overdue, ledger_tags, utc_now
+from tasks.governance.ledger_view import disagreements, identity_of, is_overdue, ledger_tags, utc_now
 from tasks.governance.rules import Policy
 from tasks.core.config import ModelConfig
 from tasks.core.errors import InputError
 from tasks.governance.ledger import Ledger
 from tasks.training.causal_lm import load_causal_lm, prepare_tokenizer
 from tasks.training.loop import predict_proba
-from tasks.training.model import BaseModelRef, load_classifier, load_tokenizer, resolve_base_model
+from tasks.training.model import BaseModelRef, load_classifier, load_tokenizer, resolve_base_model, weights_digest
 from tasks.core.names import ADAPTER_MANIFEST, ADAPTER_METADATA, ALIAS_CHAMPION, ApprovalStatus, Tag
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -300,7 +300,8 @@ def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime, po
         model_events = led.events(model=model)
     report.checks.append(Check("ledger", chain.ok, chain.problem or f"chain of {chain.length} events verifies"))
     champion = registry.version_by_alias(c, model, ALIAS_CHAMPION)
-    problems = disagreements(model, version, mv.tags, model_events, str(champion.version) if champion else None)
+    problems = disagreements(model, version, mv.tags, model_events, str(champion.version) if champion else None,
+                             identity_of(mv))
     report.checks.append(Check("tags", not problems, "; ".join(problems) or "MLflow tags agree with the ledger"))
     own = [e for e in model_events if e.version == version]
     view = ledger_tags(own) if own else dict(mv.tags)  # judge on the record, not on editable tags
@@ -347,11 +348,15 @@ def _base_check(report: VerifyReport, view: dict[str, str], adapter_dir: Path) -
         ref = resolve_base_model(_model_config(base_id, view.get(Tag.BASE_MODEL_REVISION), meta))
     except (InputError, OSError, ValueError, KeyError) as err:
         return Check("base_model", False, f"cannot resolve base model {base_id!r}: {err}")
-    if ref.digest != want:
-        return Check("base_model", False, f"{base_id} at {ref.path} has weights digest {ref.digest[:16]}..., the "
-                     f"adapter was trained on {want[:16]}...")
-    report.base = ref
-    return Check("base_model", True, f"{base_id} ({ref.revision}) weights digest {want[:16]}... matches")
+    if ref.digest == want:
+        report.base = ref
+        return Check("base_model", True, f"{base_id} ({ref.revision}) digest of every file {want[:16]}... matches")
+    if weights_digest(Path(ref.path)) == want:  # recorded before whole-directory digests: weights only
+        report.base = ref
+        return Check("base_model", True, f"{base_id} ({ref.revision}) weights digest {want[:16]}... matches (a "
+                     "digest recorded before whole-directory digests: config and tokenizer are not covered)")
+    return Check("base_model", False, f"{base_id} at {ref.path} has digest {ref.digest[:16]}..., the adapter was "
+                 f"trained on {want[:16]}...")
 
 
 def _model_config(base: str, revision: str | None, meta: dict[str, Any]) -> ModelConfig:

@@ -7,10 +7,10 @@ import logging
 from datetime import datetime
 
 from tasks.core.errors import InputError
-from tasks.core.names import ACTOR_BACKFILL, GATES, ApprovalStatus, GateOutcome, Tag
+from tasks.core.names import GATES, ApprovalStatus, GateOutcome, Tag
 from tasks.governance import registry
 from tasks.governance.ledger import Ledger, LedgerEvent, evidence_digest
-from tasks.governance.ledger_view import FACT_TAGS, STATE_TAGS, ledger_tags, state_tags, utc_now
+from tasks.governance.ledger_view import FACT_TAGS, STATE_TAGS, decision_time, identity_of, ledger_tags, state_tags
 
 log = logging.getLogger("adaptrail")
 
@@ -24,7 +24,7 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
     (``initial_state``); the event records facts and state, then the tags are mirrored from the ledger, so hand
     edits of them are detected later. Returns the events written now.
     """
-    version, now = str(version), utc_now(now)
+    version, now = str(version), decision_time(now)
     if status not in (ApprovalStatus.PENDING, ApprovalStatus.REJECTED):
         raise InputError(f"a new version is registered as pending or rejected, not {status!r}")
     bad = {g: o for g, o in gates.items() if g not in GATES or o not in set(GateOutcome)}
@@ -35,31 +35,28 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
     mv = registry.model_version(c, model, version)
     with Ledger() as led:
         existing = led.events(model=model, version=version)
-        written = []
+        written: list[LedgerEvent] = []
+
+        def last() -> int | None:  # each append is a compare-and-swap on what this call has seen
+            seen = written or existing
+            return seen[-1].seq if seen else None
+
         if not any(e.action == "registered" for e in existing):
             tags = registration_tags(mv.tags, status, gates, actor, now, initial_state)
             written.append(led.append(model, version, "registered", actor, tags[Tag.APPROVAL_REASON],
-                                      evidence_digest(evidence), {"tags": tags, "gates": dict(gates)}, at=now))
+                                      evidence_digest(evidence),
+                                      {"tags": tags, "gates": dict(gates), "identity": identity_of(mv)}, at=now,
+                                      expect_last=last()))
         recorded = {e.extra.get("gate") for e in existing if e.action == "gate_failed"}
         for gate, outcome in gates.items():
             if outcome == GateOutcome.FAILED and gate not in recorded:
                 written.append(led.append(model, version, "gate_failed", actor, f"gate {gate} failed",
-                                          evidence_digest(evidence), {"gate": gate}, at=now))
+                                          evidence_digest(evidence), {"gate": gate}, at=now, expect_last=last()))
         want = ledger_tags(led.events(model=model, version=version))
     for key, value in want.items():
         if mv.tags.get(key) != value:
             c.set_model_version_tag(model, version, key, value)
     return written
-
-
-def backfill(mv, now: datetime) -> None:
-    """A version registered before the ledger: record it from its tags, never as approved."""
-    gates = {g: mv.tags.get(Tag.gate(g), GateOutcome.SKIPPED) for g in GATES}
-    gates = {g: o if o in set(GateOutcome) else GateOutcome.SKIPPED for g, o in gates.items()}
-    status = ApprovalStatus.REJECTED if GateOutcome.FAILED in gates.values() else ApprovalStatus.PENDING
-    log.warning("%s v%s has no ledger events; recording its registration from its MLflow tags", mv.name, mv.version)
-    record_registration(mv.name, str(mv.version), status, gates, {"backfilled_from_tags": dict(mv.tags)},
-                        ACTOR_BACKFILL, now=now)
 
 
 def registration_tags(tags: dict[str, str], status: str, gates: dict[str, str], actor: str, now: datetime,

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from tasks.core.config import ApprovalConfig
 from tasks.core.errors import InputError
-from tasks.core.names import DEFAULT_REVIEW_PERIOD_DAYS, GATES, ApprovalStatus, GateOutcome, Tag
+from tasks.core.names import DEFAULT_REVIEW_PERIOD_DAYS, GATES, MAX_REVIEW_PERIOD_DAYS, ApprovalStatus, GateOutcome, Tag
 from tasks.governance.ledger import LedgerEvent
 
 ENV_APPROVERS = "ADAPTRAIL_APPROVERS"
@@ -56,6 +56,10 @@ class Policy:
         public = (approval.public_key if approval else None) or os.environ.get(ENV_PUBLIC_KEY) or None
         private = (approval.private_key if approval else None) or os.environ.get(ENV_PRIVATE_KEY) or None
         return cls(approvers, days, public, private, source)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.review_period_days <= MAX_REVIEW_PERIOD_DAYS:
+            raise InputError(f"review period {self.review_period_days} days is outside 1..{MAX_REVIEW_PERIOD_DAYS}")
 
     def allows(self, identity: str) -> bool:
         return _norm(identity) in {_norm(a) for a in self.approvers}
@@ -142,8 +146,9 @@ def _env_days() -> int:
     raw = os.environ.get(ENV_REVIEW_PERIOD_DAYS, "").strip()
     if not raw:
         return DEFAULT_REVIEW_PERIOD_DAYS
-    if not raw.isdigit() or int(raw) < 1:
-        raise InputError(f"{ENV_REVIEW_PERIOD_DAYS}={raw!r} must be a whole number of days >= 1, e.g. 182")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_REVIEW_PERIOD_DAYS:
+        raise InputError(f"{ENV_REVIEW_PERIOD_DAYS}={raw!r} must be a whole number of days from 1 to "
+                         f"{MAX_REVIEW_PERIOD_DAYS}, e.g. {DEFAULT_REVIEW_PERIOD_DAYS}")
     return int(raw)
 
 

