@@ -6,7 +6,7 @@ import importlib.metadata
 import subprocess
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # tasks/core/lineage.py -> the project
 
 
 def _git(*args: str) -> str | None:

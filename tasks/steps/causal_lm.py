@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from tasks.core.config import Config
 from tasks.core.errors import InputError
-from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS, RUN_TAG_CHAMPION
+from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS
 from tasks.data.lm import PROMPT, RESPONSE, load_lm_splits
 from tasks.data.splits import DatasetSplits
 from tasks.gates import reports
@@ -16,8 +16,7 @@ from tasks.gates.decision import GateDecision
 from tasks.gates.lm_evaluation import LMEvaluation, evaluate_lm, evaluation_markdown, generation_metrics
 from tasks.gates.lm_probe import lm_regression_gate, run_stereotype_probe
 from tasks.governance import registry
-from tasks.governance.loader import load_champion
-from tasks.steps.common import RunContext, log_gate, log_trained, start_training, step
+from tasks.steps.common import RunContext, load_run_champion, log_gate, log_trained, start_training, step
 from tasks.steps.kinds import TaskSteps
 from tasks.training import causal_lm as lm
 from tasks.training.recipe import TrainedAdapter, train_adapter
@@ -100,17 +99,15 @@ def evaluate_lm_adapter(ctx: RunContext, trained: TrainedAdapter) -> LMEvaluatio
 @step(name="evaluate-champion")
 def evaluate_lm_champion(ctx: RunContext) -> LMChampion | None:
     """The approved champion (through the verified loader) scored by exact match on this test split."""
-    champ = load_champion(ctx.config.registry.model_name)
+    champ = load_run_champion(ctx)
     if champ is None:
         return None
-    c = registry.client()
-    registry.set_run_tags(c, ctx.run_id, {RUN_TAG_CHAMPION: champ.version})
     if champ.loaded is None:
         return LMChampion(champ.version, {}, [champ.note])
     test = ctx.splits.test
     preds = champ.loaded.generate([str(p) for p in test[PROMPT]], batch_size=ctx.config.training.eval_batch_size)
     champion = LMChampion(champ.version, generation_metrics(preds, [str(r) for r in test[RESPONSE]]))
-    registry.log_metrics(c, ctx.run_id, {"champion_test_exact_match": champion.test_metrics["exact_match"]})
+    registry.log_metrics(registry.client(), ctx.run_id, {"champion_test_exact_match": champion.test_metrics["exact_match"]})
     return champion
 
 

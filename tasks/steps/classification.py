@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.core.config import Config
-from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS, RUN_TAG_CHAMPION
+from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS
 from tasks.data.splits import DatasetSplits, load_dataset_splits
 from tasks.gates import classification as gates
 from tasks.gates import reports
@@ -11,8 +11,7 @@ from tasks.gates.classification import ChampionEvidence
 from tasks.gates.decision import GateDecision
 from tasks.gates.evaluation import Evaluation, evaluate
 from tasks.governance import registry
-from tasks.governance.loader import load_champion
-from tasks.steps.common import RunContext, log_gate, log_trained, start_training, step
+from tasks.steps.common import RunContext, load_run_champion, log_gate, log_trained, start_training, step
 from tasks.steps.kinds import TaskSteps
 from tasks.training.loop import predict_proba
 from tasks.training.recipe import TrainedAdapter, train_adapter
@@ -55,11 +54,10 @@ def evaluate_adapter(ctx: RunContext, trained: TrainedAdapter) -> Evaluation:
 @step(name="evaluate-champion")
 def evaluate_champion(ctx: RunContext) -> ChampionEvidence | None:
     """The current champion (if any), loaded through the verified loader and scored on this run's test split."""
-    champ = load_champion(ctx.config.registry.model_name)
+    champ = load_run_champion(ctx)
     if champ is None:
         return None
     c = registry.client()
-    registry.set_run_tags(c, ctx.run_id, {RUN_TAG_CHAMPION: champ.version})
     if champ.loaded is None:
         return gates.unloadable_champion(champ.version, champ.note)
     loaded, batch = champ.loaded, ctx.config.training.eval_batch_size

@@ -18,11 +18,12 @@ from tasks.core.config import Config
 from tasks.core.errors import ValidationFailed
 from tasks.core.lineage import flow_run_id
 from tasks.core.names import (ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION, RUN_TAG_FLOW_RUN_ID,
-                              RUN_TAG_STAGE, Tag)
+                              RUN_TAG_CHAMPION, RUN_TAG_STAGE, Tag)
 from tasks.data.splits import DatasetSplits
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
 from tasks.governance import registry
+from tasks.governance.loader import ChampionLoad, load_champion
 from tasks.training.loop import EpochCallback
 from tasks.training.model import BaseModelRef, resolve_base_model
 from tasks.training.recipe import TrainedAdapter, TrainingJob
@@ -119,6 +120,14 @@ def log_trained(ctx: RunContext, trained: TrainedAdapter) -> TrainedAdapter:
         "train_seconds": trained.stats.seconds, "train_tokens_per_second": trained.stats.tokens_per_second,
         "trainable_params": trained.trainable_params, "adapter_bytes": trained.size_bytes})
     return trained
+
+
+def load_run_champion(ctx: RunContext) -> ChampionLoad | None:
+    """The model's champion through the verified loader (None when there is none yet), named on this run."""
+    champ = load_champion(ctx.config.registry.model_name)
+    if champ is not None:
+        registry.set_run_tags(registry.client(), ctx.run_id, {RUN_TAG_CHAMPION: champ.version})
+    return champ
 
 
 def log_gate(ctx: RunContext, decision: GateDecision) -> GateDecision:

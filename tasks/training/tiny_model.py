@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import pandas as pd
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the project root (tasks/training/tiny_model.py)
     ap = argparse.ArgumentParser(prog="python -m tasks.training.tiny_model", description=main.__doc__.split("\n")[0])
     ap.add_argument("kind", choices=["bert", "llama", "gpt2"])
     ap.add_argument("out_dir", type=Path)
