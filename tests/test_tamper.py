@@ -355,3 +355,59 @@ def test_compare_and_swap_holds_on_postgres_too(pg_ledger):
         with pytest.raises(LedgerConflict, match="changed while this decision was being made"):
             led.append(MODEL, "7", "reviewed", "alice", "fine", expect_last=seen)
         assert [e.action for e in led.events(model=MODEL, version="7")] == ["registered", "revoked"]
+
+
+# --- checkpoints outside the database: truncation and rewrites show --------------------------------------------
+
+
+def test_removing_the_last_ledger_rows_is_a_critical_finding(home, adapter, approvers, cli):
+    """The owner of the SQLite file drops the triggers and deletes the revocation at the end of the chain: the chain
+    still verifies, but the checkpoint written when the revocation was appended no longer matches."""
+    from tests.builders import tamper_sqlite
+
+    v = registered(adapter)
+    assert cli(["revoke", MODEL, v, "--reason", "leaked data", "--as", "bob"]) == 0
+    tamper_sqlite(home / "ledger.db", "DELETE FROM approval_ledger WHERE action = 'revoked'")
+    with Ledger() as led:
+        assert led.verify().ok  # a shorter chain is still a valid chain
+    found = audit_findings()
+    assert ("critical", "ledger-checkpoint", "") in found
+
+
+def test_a_rewritten_chain_with_valid_hashes_is_a_critical_finding(home, adapter):
+    """Rows rewritten from some seq on, every hash recomputed so the chain verifies: a checkpoint saw another row."""
+    from tests.builders import tamper_sqlite
+
+    v = registered(adapter)
+    with Ledger() as led:
+        last = led.events()[-1].to_dict()
+    forged = {**last, "reason": "approved by the board"}
+    forged.pop("hash")
+    canonical = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = ?, hash = ? WHERE seq = ?",
+                  "approved by the board", hashlib.sha256(canonical.encode()).hexdigest(), last["seq"])
+    with Ledger() as led:
+        assert led.verify().ok  # the last row's hash was recomputed: the chain alone cannot tell
+    assert ("critical", "ledger-checkpoint", "") in audit_findings()
+    assert v
+
+
+@pytest.mark.parametrize("how", ["removed", "emptied", "replaced"])
+def test_a_missing_emptied_or_replaced_checkpoint_store_is_a_high_finding(home, adapter, how):
+    registered(adapter)
+    store = home / "checkpoints.jsonl"
+    if how == "removed":
+        store.unlink()
+    elif how == "emptied":
+        store.write_text("")
+    else:
+        store.write_text('{"at": "x", "by": "append", "head_hash": "' + "0" * 64 + '", "ledger": "other", "seq": 1}\n')
+    assert ("high", "ledger-checkpoint", "") in audit_findings()
+
+
+def test_the_honest_path_leaves_no_checkpoint_finding(home, adapter, approvers, cli, tmp_path):
+    v = registered(adapter)
+    assert cli(["review", MODEL, v, "--reason", "semiannual", "--as", "bob"]) == 0
+    assert not [f for f in audit_findings() if f[1] == "ledger-checkpoint"]
+    assert cli(["audit", "--out", str(tmp_path / "a1")]) == 0
+    assert cli(["audit", "--out", str(tmp_path / "a2")]) == 0  # the first audit's MLflow run is a checkpoint too

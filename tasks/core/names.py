@@ -69,6 +69,11 @@ MAX_REVIEW_PERIOD_DAYS = 366
 ALIAS_CHAMPION = "champion"
 ALIAS_CANDIDATE = "candidate"
 
+#: MLflow experiment of the compliance audit's runs (each also records the ledger head it saw: a checkpoint).
+AUDIT_EXPERIMENT = "adaptrail-audits"
+RUN_TAG_AUDIT_LEDGER = TAG_PREFIX + "audit.ledger_id"  # the audited ledger (hash of its first row)
+RUN_TAG_AUDIT_HEAD = TAG_PREFIX + "audit.ledger_head_hash"
+
 # Run artifact paths (relative to the MLflow run's artifact root).
 ARTIFACT_CONFIG = "config.yaml"
 ARTIFACT_VALIDATION = "validation"

@@ -14,13 +14,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.governance import approvals
+from tasks.governance import approvals, checkpoints
 from tasks.governance import registry
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
 from tasks.governance.ledger_view import APPROVING
 from tasks.governance.loader import adapter_problems, fetch_adapter
-from tasks.core.names import ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, ApprovalStatus, GateOutcome, GATES, Tag
+from tasks.core.names import (ALIAS_CHAMPION, AUDIT_EXPERIMENT, MAX_REVIEW_PERIOD_DAYS, RUN_TAG_AUDIT_HEAD,
+                              RUN_TAG_AUDIT_LEDGER, ApprovalStatus, GateOutcome, GATES, Tag)
 
 SEVERITIES = ("critical", "high", "medium", "low")
 METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
@@ -74,6 +75,8 @@ class Audit:
     point_in_time: dict[str, Any] | None = None
     unregistered: list[str] = field(default_factory=list)  # "model vN" the ledger records but MLflow lacks
     ledger_guards_missing: list[str] = field(default_factory=list)  # append-only triggers the database lacks
+    ledger_id: str = ""  # hash of the ledger's first row
+    checkpoints: dict[str, list[str]] = field(default_factory=dict)  # "critical"/"high" -> checkpoint problems
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,11 +123,16 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
         chain = led.verify()
         events = led.events(model=model)
         guards = led.missing_guards()
+        ledger_id = (led.hashes() or {}).get(1, "")
+        critical, high = led.checkpoint_problems(_audit_checkpoints(c, ledger_id))
     by_model: dict[str, list[LedgerEvent]] = {}
     for e in events:
         by_model.setdefault(e.model, []).append(e)
     audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain),
-                  ledger_guards_missing=guards)
+                  ledger_guards_missing=guards, ledger_id=ledger_id,
+                  checkpoints={"critical": critical, "high": high})
+    if ledger_id and chain.ok:  # this audit's view of the head is itself a checkpoint
+        checkpoints.record(ledger_id, chain.length, chain.head_hash, format_at(now), "audit")
     runs: dict[str, dict[str, float]] = {}
     seen: set[tuple[str, str]] = set()
     with tempfile.TemporaryDirectory(prefix="adaptrail-audit-") as tmp:
@@ -149,6 +157,19 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
                           if _in_scope(None, [e for e in by_model[m] if e.version == v], since, until)]
     return audit
+
+
+def _audit_checkpoints(c, ledger_id: str) -> list[checkpoints.Checkpoint]:
+    """The ledger heads earlier audit runs recorded in MLflow (a second store of checkpoints)."""
+    exp = registry.read("the audit experiment", lambda: c.get_experiment_by_name(AUDIT_EXPERIMENT))
+    if exp is None or not ledger_id:
+        return []
+    runs = registry.read("earlier audit runs", lambda: c.search_runs(
+        [exp.experiment_id], f"tags.`{RUN_TAG_AUDIT_LEDGER}` = '{ledger_id}'", max_results=_PAGE))
+    return [checkpoints.Checkpoint(ledger_id, int(r.data.metrics["ledger_length"]), r.data.tags[RUN_TAG_AUDIT_HEAD],
+                                   format_at(datetime.fromtimestamp(r.info.start_time / 1000, timezone.utc)),
+                                   f"audit run {r.info.run_id}")
+            for r in runs if "ledger_length" in r.data.metrics and RUN_TAG_AUDIT_HEAD in r.data.tags]
 
 
 def _model_names(c, model: str | None) -> list[str]:
@@ -250,6 +271,8 @@ def assess(audit: Audit, now: datetime | None = None, due_within_days: int = DUE
     out: list[Finding] = []
     if not audit.chain["ok"]:
         out.append(Finding("critical", "ledger-chain", "", "", f"ledger chain is broken: {audit.chain['problem']}"))
+    for severity in ("critical", "high"):
+        out += [Finding(severity, "ledger-checkpoint", "", "", p) for p in audit.checkpoints.get(severity, [])]
     if audit.ledger_guards_missing:
         out.append(Finding("high", "ledger-not-append-only", "", "", "the ledger database lacks the append-only "
                            f"triggers {', '.join(audit.ledger_guards_missing)}: rows can be edited or deleted; create "

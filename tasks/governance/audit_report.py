@@ -17,9 +17,9 @@ from tasks.governance import registry
 from tasks.governance.audit import METRICS, SEVERITIES, Audit, severity_counts, verdict  # noqa: F401
 from tasks.core.errors import InputError
 from tasks.core.canonical import json_sha256
+from tasks.core.names import AUDIT_EXPERIMENT, RUN_TAG_AUDIT_HEAD, RUN_TAG_AUDIT_LEDGER  # noqa: F401
 from tasks.core.text import csv_cell, md
 
-AUDIT_EXPERIMENT = "adaptrail-audits"
 JSON_NAME, CSV_NAME, HTML_NAME, DIGEST_NAME = "audit.json", "audit.csv", "audit.html", "report.sha256"
 CSV_COLUMNS = ("model", "version", "status", "champion", "created_at", "review_due", "gate.validation", "gate.bias",
                "gate.regression", *METRICS, "approved_by", "approved_at", "override", "adapter_intact",
@@ -139,7 +139,7 @@ def log_to_mlflow(data: dict[str, Any], paths: dict[str, Path]) -> str:
     s = data["summary"]
     run_id = registry.start_run(c, AUDIT_EXPERIMENT, f"audit {data['generated_at'][:10]}", {
         "adaptrail.audit.verdict": s["verdict"], "adaptrail.audit.digest": data["digest"],
-        "adaptrail.audit.ledger_head_hash": s["ledger_head_hash"]})
+        RUN_TAG_AUDIT_HEAD: s["ledger_head_hash"], RUN_TAG_AUDIT_LEDGER: data["ledger_id"]})
     registry.log_params(c, run_id, {"since": data["since"], "until": data["until"], "model": data["model"],
                                     "fail_on": s["fail_on"]})
     registry.log_metrics(c, run_id, {"versions": s["versions"], "ledger_length": s["ledger_length"],

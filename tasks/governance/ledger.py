@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tasks.core.canonical import canonical_json, json_sha256
 from tasks.core.errors import AdaptrailError, InputError
+from tasks.governance import checkpoints
 from tasks.governance.ledger_db import TABLE_NAME, WRITE_OPTION, install_guards, make_engine, missing_guards
 from tasks.core.state import home
 
@@ -192,6 +193,9 @@ class Ledger:
                     row = {"seq": seq, **fields, "prev_hash": prev_hash}
                     row["hash"] = row_hash(row)
                     conn.execute(ledger_table.insert().values(**{**row, "extra": canonical_json(row["extra"])}))
+                    first = row["hash"] if seq == 1 else conn.execute(
+                        select(ledger_table.c.hash).where(ledger_table.c.seq == 1)).scalar()
+                checkpoints.record(first or "", seq, row["hash"], row["at"], "append")  # outside the database
                 return LedgerEvent(**row)
             except (IntegrityError, OperationalError) as e:
                 # IntegrityError: another writer took this seq (lock bypassed); OperationalError: lock timeout.
@@ -243,6 +247,19 @@ class Ledger:
         with self._read() as conn:
             row = conn.execute(stmt).first()
         return _to_event(row._asdict()) if row else None
+
+    def hashes(self) -> dict[int, str]:
+        """seq -> stored hash of every row (what checkpoints are compared with)."""
+        with self._read() as conn:
+            return {r.seq: r.hash for r in conn.execute(select(ledger_table.c.seq, ledger_table.c.hash))}
+
+    def checkpoint_problems(self, extra: list[checkpoints.Checkpoint] = ()) -> tuple[list[str], list[str]]:
+        """(critical, high): earlier checkpoints of this ledger (the store's, plus ``extra`` from elsewhere, e.g.
+        earlier audits) whose head is no longer in the chain at its seq; a missing store for a non-empty ledger."""
+        hashes = self.hashes()
+        if not hashes:
+            return [], []
+        return checkpoints.problems(hashes, checkpoints.read(hashes.get(1, "")), list(extra))
 
     def head(self) -> LedgerEvent | None:
         """The last event of the chain (None when the ledger is empty)."""
