@@ -41,7 +41,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from tasks.core.canonical import canonical_json, json_sha256
 from tasks.core.errors import AdaptrailError, InputError
 from tasks.governance import checkpoints
-from tasks.governance.ledger_db import TABLE_NAME, WRITE_OPTION, install_guards, make_engine, missing_guards
+from tasks.governance.ledger_db import (TABLE_NAME, WRITE_OPTION, install_guards, is_lock_timeout, make_engine,
+                                        missing_guards)
 from tasks.core.state import home
 
 ACTIONS = ("registered", "gate_failed", "approved", "rejected", "overridden", "expired", "revoked", "reviewed")
@@ -199,7 +200,7 @@ class Ledger:
                 return LedgerEvent(**row)
             except (IntegrityError, OperationalError) as e:
                 # IntegrityError: another writer took this seq (lock bypassed); OperationalError: lock timeout.
-                if isinstance(e, OperationalError) and not _is_lock_timeout(e):
+                if isinstance(e, OperationalError) and not is_lock_timeout(e):
                     raise
                 if attempt == APPEND_ATTEMPTS:
                     raise LedgerBusy(
@@ -324,11 +325,6 @@ def _check_last(conn: Connection, model: str, version: str, expected: Any) -> No
         raise LedgerConflict(f"{model} v{version} changed while this decision was being made (its last ledger event "
                              f"is now seq {last}, the decision checked seq {expected}); nothing was recorded. Look "
                              "at the version again and repeat the decision if it still applies")
-
-
-def _is_lock_timeout(e: OperationalError) -> bool:
-    msg = str(e.orig).lower()
-    return "locked" in msg or "busy" in msg or "lock timeout" in msg
 
 
 def _check_action(action: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import InternalError, ProgrammingError
+from sqlalchemy.exc import InternalError, OperationalError, ProgrammingError
 
 from tasks.core.errors import InputError
 
@@ -102,3 +102,9 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "BEGIN")
 
     return engine
+
+
+def is_lock_timeout(e: OperationalError) -> bool:
+    """A writer that waited too long for the ledger's write lock (worth another attempt)."""
+    msg = str(e.orig).lower()
+    return "locked" in msg or "busy" in msg or "lock timeout" in msg

@@ -10,15 +10,15 @@ import os
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from tasks.core.config import Config
 from tasks.core.errors import InputError
-from tasks.training.loop import TrainStats
-from tasks.training.model import BaseModelRef
-from tasks.training.recipe import Parallel, TrainingJob, train_adapter
+
+if TYPE_CHECKING:
+    from tasks.training.loop import TrainStats
+
+# The training imports (pandas, scikit-learn, the recipe) happen inside train_rank, after the spec was read: a bad
+# spec then fails every rank at once, before torchrun stops the slower ones, so each failed rank is reported.
 
 STATS_FILE = "stats.json"
 COLLECTIVE_TIMEOUT_S = 30 * 60
@@ -37,9 +37,14 @@ def shard(n: int, world_size: int, rank: int) -> list[int]:
 def train_rank(spec: dict[str, Any]) -> None:
     """One rank: its shard through the one training path under DDP; gather the stats; rank 0 saves the adapter
     (inside ``train_adapter``) and writes the stats JSON."""
+    import pandas as pd
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    from tasks.core.config import Config
+    from tasks.training.model import BaseModelRef
+    from tasks.training.recipe import Parallel, TrainingJob, train_adapter
 
     cfg = Config.model_validate(spec["config"])
     job = TrainingJob(config=cfg, base=BaseModelRef(**spec["base"]), labels=list(spec["labels"]),
