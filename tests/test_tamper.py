@@ -29,7 +29,7 @@ from tasks.core import state
 from tasks.core.config import ModelConfig
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 from tasks.core.peft_config import PeftConfig
-from tasks.governance import approvals, audit, registry
+from tasks.governance import approvals, audit, loader, registry
 from tasks.governance.approvals import Policy
 from tasks.governance.evidence import evidence_markdown
 from tasks.governance.ledger import Ledger
@@ -61,8 +61,8 @@ def adapter(tmp_path_factory):
     return {"base": base, "dir": folder, "digest": save_adapter(model, folder, meta)}
 
 
-def fact_tags(adapter) -> dict[str, str]:
-    base = adapter["base"]
+def fact_tags(adapter, base=None) -> dict[str, str]:
+    base = base or adapter["base"]
     return {Tag.REQUESTED_BY: "carol", Tag.ADAPTER_DIGEST: adapter["digest"], Tag.BASE_MODEL: base.id,
             Tag.BASE_MODEL_REVISION: base.revision, Tag.BASE_MODEL_DIGEST: base.digest, Tag.DATASET_DIGEST: "d" * 64,
             Tag.CODE_VERSION: "abc123", Tag.FLOW_RUN_ID: "flow-1", Tag.PEFT_METHOD: "lora",
@@ -70,12 +70,14 @@ def fact_tags(adapter) -> dict[str, str]:
         {Tag.gate(g): "passed" for g in GATES}
 
 
-def registered(adapter, approve: bool = True) -> str:
-    """A version registered by the register step's path (facts, then the ledger) and approved by alice."""
+def registered(adapter, approve: bool = True, base=None) -> str:
+    """A version registered by the register step's path (facts, then the ledger) and approved by alice; ``base``:
+    another base model reference to record (default: the one the adapter was trained on)."""
     c = registry.client()
     run_id = registry.start_run(c, "tests", "train", {})
     registry.log_path(c, run_id, adapter["dir"], "adapter")
-    mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), fact_tags(adapter))
+    mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"),
+                                   fact_tags(adapter, base))
     now = datetime.now(timezone.utc)
     initial = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
                Tag.APPROVAL_AT: now.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
@@ -255,18 +257,31 @@ def test_a_base_model_tag_naming_a_module_never_imports_it(home, adapter, cli, t
 
 
 def test_an_edited_tokenizer_file_of_the_base_is_a_base_mismatch(home, adapter, cli, tmp_path):
-    """The base digest covers every file of the base directory, not only the weights."""
+    """The base digest covers every file of the base directory, not only the weights: an insider who edits the
+    tokenizer the approved adapter runs on (weights untouched) is refused by verify."""
     import shutil
 
-    v = registered(adapter)
     copy = tmp_path / "base-copy"
     shutil.copytree(adapter["base"].path, copy)
-    plain_client().set_model_version_tag(MODEL, v, Tag.BASE_MODEL, str(copy))
-    assert cli(["verify", MODEL, v]) == 2  # a tag edit: the ledger disagrees
+    v = registered(adapter, base=resolve_base_model(ModelConfig(base=str(copy))))
+    assert cli(["verify", MODEL, v]) == 0
     vocab = copy / "vocab.txt"
     vocab.write_text(vocab.read_text() + "mallory\n")
-    base = resolve_base_model(ModelConfig(base=str(copy)))
-    assert base.digest != adapter["base"].digest
+    report = loader.verify(f"{MODEL}/{v}")
+    assert [c.name for c in report.failures] == ["base_model"], report.to_text()
+    assert cli(["verify", MODEL, v]) == 2
+
+
+def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, approvers, cli):
+    """An insider points alias champion at a pending version; a refused decision leaves it there (it does not
+    "repair" anything), verify of the champion refuses it and the audit names the disagreement."""
+    registered(adapter)
+    pending = registered(adapter, approve=False)
+    plain_client().set_registered_model_alias(MODEL, ALIAS_CHAMPION, pending)
+    assert cli(["approve", MODEL, pending, "--reason", "mine", "--as", "carol"]) == 2  # carol: the requester, off the allow-list
+    assert str(registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION).version) == pending
+    assert cli(["verify", f"{MODEL}@{ALIAS_CHAMPION}"]) == 2
+    assert any("alias champion" in m for m in high_findings(pending))
 
 
 # --- limits ------------------------------------------------------------------------------------------------

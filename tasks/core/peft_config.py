@@ -51,7 +51,8 @@ def shared_between(source: str, target: str) -> tuple[str, ...]:
 
 
 class PeftConfig(Section):
-    """What is trained on top of the frozen base; ``tasks/training/methods.py`` turns it into a peft/adapters setup through :data:`METHOD_OPTIONS`."""
+    """What is trained on top of the frozen base; ``tasks/training/methods.py`` turns it into a peft/adapters setup
+    through :data:`METHOD_OPTIONS`."""
 
     method: PeftMethod = Field(
         "lora", description="lora, ia3, prompt_tuning, prefix_tuning, loha, lokr, vera (peft); bottleneck "

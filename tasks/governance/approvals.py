@@ -1,8 +1,9 @@
 """Approval decisions (approve, reject, revoke, review, expire): the rules, the ledger first, then MLflow tags.
 
 The ledger's view of a version is in ``ledger_view``, the rules in ``rules``. :func:`reconcile` repairs tags and
-alias that disagree with the ledger (a crash between the two writes, a hand edit); every decision calls it first,
-so an interrupted decision is finished by the next one. Rejecting and revoking only withdraw, so the requester may
+alias that disagree with the ledger (a crash between the two writes, a hand edit): every decision repairs the
+version's tags first and, once it is accepted, the champion alias, so an interrupted decision is finished by the
+next one and a refused one moves nothing. Rejecting and revoking only withdraw, so the requester may
 do them too. A revoked version is never approved again.
 """
 
@@ -187,8 +188,8 @@ def expire_overdue(model: str | None = None, now: datetime | None = None) -> lis
 
 
 def approved_versions(model: str, now: datetime | None = None) -> list[str]:
-    """Versions the ledger says are approved and in date, most recently approved first."""
-    now = decision_time(now)
+    """Versions the ledger says are approved and in date, most recently approved first (a read: any ``now``)."""
+    now = utc_now(now)
     with Ledger() as led:
         return approved_in_date(led.events(model=model), now)
 
@@ -206,7 +207,6 @@ class _Subject:
     led: Ledger
     model: str
     version: str
-    tags: dict[str, str]
     events: list[LedgerEvent]
     champion: str | None
     repaired: list[str]
@@ -263,9 +263,8 @@ def _prepare(led: Ledger, model: str, version: str, now: datetime) -> _Subject:
     if other:
         raise DecisionRefused("version-identity", other)
     repaired = _reconcile(c, led, model, version, aliases=False)  # tags only: a refusal moves no alias
-    mv = c.get_model_version(model, version)
     champion = expected_champion(led.events(model=model))
-    return _Subject(c, led, model, version, dict(mv.tags), own, champion, repaired, now)
+    return _Subject(c, led, model, version, own, champion, repaired, now)
 
 
 def _reconcile(c: MlflowClient, led: Ledger, model: str, version: str, aliases: bool = True) -> list[str]:
@@ -329,7 +328,8 @@ def _approval(s: "_Subject", policy: Policy, actor: str, reason: str, override: 
     covers), who approved, and the approved state with a fresh review due date."""
     failed = check_override(s, policy, actor, override, second)
     approvers = [actor, second] if failed else [actor]
-    return failed, approvers, state_tags(ApprovalStatus.APPROVED, ", ".join(approvers), s.now, reason, _due(s.now, policy))
+    due = _due(s.now, policy)
+    return failed, approvers, state_tags(ApprovalStatus.APPROVED, ", ".join(approvers), s.now, reason, due)
 
 
 def _due(now: datetime, policy: Policy) -> str:

@@ -42,8 +42,9 @@ def evidence_markdown(model: str, version: str) -> str:
     reasons = _gate_reasons(c, mv.run_id)
     lines = [f"## Review {model} v{version}",
              f"Status **{_cell(tags.get(Tag.APPROVAL_STATUS, '?'))}** · "
-             f"requested by **{_cell(tags.get(Tag.REQUESTED_BY, '?'))}** · flow run {md_code(tags.get(Tag.FLOW_RUN_ID, '?'))}", "", "### Gates", "| gate | outcome | reason |",
-             "|---|---|---|"]
+             f"requested by **{_cell(tags.get(Tag.REQUESTED_BY, '?'))}** · "
+             f"flow run {md_code(tags.get(Tag.FLOW_RUN_ID, '?'))}",
+             "", "### Gates", "| gate | outcome | reason |", "|---|---|---|"]
     lines += [f"| {g} | {_cell(tags.get(Tag.gate(g), '?'))} | {_cell(reasons.get(g, ''))} |" for g in GATES]
     ch = f"v{champion.version}" if champion else "none"
     lines += ["", f"### Metrics vs champion ({ch}; each scored on its own run's test split — the regression "

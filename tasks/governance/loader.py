@@ -1,6 +1,6 @@
 """Verified loading (DESIGN.md: Loading an adapter for use): check everything, then attach the adapter.
 
-``verify`` recomputes the adapter digest from the stored files and the base model's weights digest, and checks
+``verify`` recomputes the adapter digest from the stored files and the digest of every base-model file, and checks
 the approval (approved, review not overdue), the ledger chain, that the tags agree with the ledger and, when a
 public key is configured, the manifest signature. ``load_verified`` loads base + adapter only when all pass, from
 the very copy of the adapter files that was checked; otherwise it raises :class:`LoadRefused` naming the reason.

@@ -53,14 +53,16 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     key = serialization.load_pem_private_key(_read_key(path, "private"), password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"{path} is not an ed25519 private key; create one with `python -m tasks.governance.signing keygen DIR`")
+        raise InputError(f"{path} is not an ed25519 private key; create one with "
+                         "`python -m tasks.governance.signing keygen DIR`")
     return key
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(_read_key(path, "public"))
     if not isinstance(key, Ed25519PublicKey):
-        raise InputError(f"{path} is not an ed25519 public key; create one with `python -m tasks.governance.signing keygen DIR`")
+        raise InputError(f"{path} is not an ed25519 public key; create one with "
+                         "`python -m tasks.governance.signing keygen DIR`")
     return key
 
 
