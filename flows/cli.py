@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli_keys import add_key_commands
 from tasks.core import state
 from tasks.core.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
 
@@ -112,27 +113,13 @@ def _add_ui_commands(sub) -> None:
 # --- approvals and verified loading (tasks/approvals.py, tasks/loader.py) --------------------------------
 
 
-def _policy(args: argparse.Namespace):
-    """Allow-list, review period and keys: from --config when given, else the environment (ADAPTRAIL_APPROVERS)."""
-    from tasks.governance.approvals import Policy
-
-    if getattr(args, "approval_config", None):
-        from tasks.core.config_files import load_config
-
-        config = load_config(args.approval_config)
-        return Policy.resolve(config.approval, config.registry.review_period_days)
-    return Policy.resolve()
-
-
 def cmd_decide(args: argparse.Namespace) -> int:
     from tasks.governance import approvals
 
-    decide = {"approve": approvals.approve, "reject": approvals.reject, "revoke": approvals.revoke,
-              "review": approvals.review}[args.command]
-    extra = {"override": args.override, "second_approver": args.second_approver} if args.command in (
-        "approve", "review") else {}
-    decision = decide(args.model, args.version, args.identity or state.current_user(), args.reason,
-                      policy=_policy(args), **extra)
+    from tasks.governance import trust
+
+    decision = approvals.decide(args.command, args.model, args.version, trust.user_signer(args.key), args.reason,
+                                override=getattr(args, "override", False))
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
         return EXIT_OK
@@ -152,7 +139,7 @@ def _ref(model: str, version: str | None) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     from tasks.governance.loader import verify
 
-    report = verify(_ref(args.model, args.version), policy=_policy(args))
+    report = verify(_ref(args.model, args.version))
     if args.json:
         print(json.dumps({"model": report.model, "version": report.version, "ok": report.ok,
                           "checks": [vars(c) for c in report.checks]}, indent=2))
@@ -164,7 +151,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tasks.governance.loader import predict
 
-    results = predict(args.ref, args.texts, policy=_policy(args))
+    results = predict(args.ref, args.texts)
     if args.json:
         print(json.dumps([{"text": t, **r} for t, r in zip(args.texts, results)], indent=2))
     else:
@@ -182,30 +169,23 @@ def _add_approval_commands(sub) -> None:
         cmd.add_argument("model", help="registered model name, e.g. support-ticket-router")
         cmd.add_argument("version", help="version number")
         cmd.add_argument("--reason", required=True, help="why; recorded in the approval ledger")
-        cmd.add_argument("--as", dest="identity", default=None, metavar="IDENTITY",
-                         help="decide as this identity (service accounts); default $ADAPTRAIL_USER or OS user")
+        cmd.add_argument("--key", default=None, metavar="PRIVATE_KEY",
+                         help="your key, which names you (default $ADAPTRAIL_SIGNING_KEY); the policy says who may")
         if name in ("approve", "review"):
-            cmd.add_argument("--override", action="store_true", help="approve although a gate failed")
-            cmd.add_argument("--second-approver", default=None, metavar="ID",
-                             help="a second, distinct approver confirming an --override")
-        cmd.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
-                         help="read approval.* and registry.review_period_days from this YAML (default: environment)")
+            cmd.add_argument("--override", action="store_true", help="approve although a gate failed: recorded "
+                             "first, then confirmed by a second approver running the same command with their key")
         cmd.add_argument("--json", action="store_true", help="print the decision as JSON")
         cmd.set_defaults(func=cmd_decide)
 
     ver = sub.add_parser("verify", help="check an adapter's digests, approval, ledger and signature")
     ver.add_argument("model", help="model name, or a full reference such as support-ticket-router@champion")
     ver.add_argument("version", nargs="?", default=None, help="VERSION or @alias")
-    ver.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
-                     help="read approval.public_key from this YAML (default: $ADAPTRAIL_PUBLIC_KEY)")
     ver.add_argument("--json", action="store_true", help="print the checks as JSON")
     ver.set_defaults(func=cmd_verify)
 
     pred = sub.add_parser("predict", help="classify texts with a verified adapter, e.g. MODEL@champion")
     pred.add_argument("ref", help="MODEL@alias, MODEL/VERSION or models:/MODEL@champion")
     pred.add_argument("texts", nargs="+", metavar="TEXT")
-    pred.add_argument("--config", dest="approval_config", default=None, metavar="YAML",
-                     help="read approval.public_key from this YAML (default: $ADAPTRAIL_PUBLIC_KEY)")
     pred.add_argument("--json", action="store_true", help="print label, proba and scores per text as JSON")
     pred.set_defaults(func=cmd_predict)
 
@@ -277,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_example_data)
 
     _add_approval_commands(sub)
+    add_key_commands(sub)
     _add_audit_command(sub)
     _add_ui_commands(sub)
     return p

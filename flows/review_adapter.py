@@ -1,12 +1,15 @@
-"""Review flow: show a version's evidence in a Prefect pause form, record the decision exactly as the CLI does.
+"""Review flow: show a version's evidence in a Prefect pause form, record the signed decision exactly as the CLI does.
 
-Evidence (gates, metrics vs champion, lineage, ledger) -> pause with a typed form -> ``tasks.approvals``.
+Evidence (gates, metrics vs champion, lineage, ledger) -> pause: decision, your name, reason -> the rules are checked
+and the statement to sign is shown with the one command that signs it -> pause: the signature -> recorded only if it
+is a valid signature of that statement by a key the policy gives that person (``tasks.governance.approvals``).
 No answer within the timeout leaves the version as it was (``pending``); the pause then ends the run as Failed
 ("paused and never resumed"), which is why the main flow runs this as a subflow (:func:`request_approval`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Literal
 
@@ -32,10 +35,15 @@ class ApprovalInput(RunInput):
     """The reviewer's answer; the same rules as ``adaptrail approve|reject`` apply."""
 
     decision: Literal["approve", "reject"] = Field(description="approve (moves alias champion) or reject")
-    approver: str = Field(description="your identity: on the approver allow-list, not the requester of the run")
+    approver: str = Field(description="your name in the policy (`adaptrail policy show`); you sign next")
     reason: str = Field(description="why; recorded in the approval ledger")
-    override: bool = Field(False, description="approve although a gate failed (needs a second approver)")
-    second_approver: str | None = Field(None, description="a second, distinct approver confirming an override")
+    override: bool = Field(False, description="approve although a gate failed (a second approver confirms)")
+
+
+class SignatureInput(RunInput):
+    """The signature of the statement shown above, by the approver's own key."""
+
+    signature: str = Field(description="the line `adaptrail sign` printed (or ssh-keygen's armored signature)")
 
 
 # --- steps -----------------------------------------------------------------------------------------------
@@ -50,25 +58,43 @@ def show_evidence(model: str, version: str) -> str:
     return markdown
 
 
-def wait_for_decision(evidence: str, timeout_seconds: int, poll_interval_seconds: int) -> ApprovalInput | None:
+def wait_for(form: type[RunInput], description: str, timeout_seconds: int, poll_interval_seconds: int
+             ) -> RunInput | None:
     """Pause this flow run with the form; None when nobody answered in time."""
-    form = ApprovalInput.with_initial_data(description=evidence)  # no default: the reviewer picks
     poll = max(1, min(poll_interval_seconds, timeout_seconds // 2))  # a short timeout is not overslept
     try:
-        return pause_flow_run(wait_for_input=form, timeout=timeout_seconds, poll_interval=poll)
+        return pause_flow_run(wait_for_input=form.with_initial_data(description=description), timeout=timeout_seconds,
+                              poll_interval=poll)
     except FlowPauseTimeout:
         return None
 
 
+@step(name="check-rules")
+def check_rules(model: str, version: str, answer: ApprovalInput) -> approvals.Plan | dict[str, Any]:
+    """The rules for this answer (refused: this step fails naming the rule); the plan whose statement is signed."""
+    kind = "approve" if answer.decision == "approve" else "reject"
+    planned = approvals.plan(kind, model, version, answer.approver, answer.reason, override=answer.override)
+    return planned.to_dict() if isinstance(planned, approvals.Decision) else planned
+
+
+def signing_request(plan: approvals.Plan) -> str:
+    """What the second form shows: the statement (readable, and as the base64 line that is signed) and the command."""
+    b64 = plan.draft.statement_b64
+    text = json.dumps(json.loads(plan.statement), indent=2)
+    markdown = (f"## Sign your decision\n\nYou are signing this statement:\n\n```json\n{text}\n```\n\n"
+                f"Sign it with your own key and paste the printed line below:\n\n"
+                f"```\nadaptrail sign --key ~/.ssh/id_ed25519 {b64}\n```\n\n"
+                f"(ssh-agent or a passphrase: `echo {b64} | base64 -d | ssh-keygen -Y sign -n adaptrail -f "
+                f"~/.ssh/id_ed25519` and paste the whole armored signature.)")
+    create_markdown_artifact(markdown, key="review-statement", description="the statement to sign")
+    return markdown
+
+
 @step(name="record-decision")
-def record_decision(model: str, version: str, answer: ApprovalInput, policy: approvals.Policy) -> dict[str, Any]:
-    """The same functions the CLI calls; a refused decision fails this step with the rule it broke."""
-    if answer.decision == "approve":
-        decision = approvals.approve(model, version, answer.approver, answer.reason, override=answer.override,
-                                     second_approver=answer.second_approver, policy=policy)
-    else:
-        decision = approvals.reject(model, version, answer.approver, answer.reason, policy=policy)
-    print(f"{model} v{version}: {decision.message}")
+def record_decision(plan: approvals.Plan, signature: str) -> dict[str, Any]:
+    """Recorded only with a valid signature by the approver's key; otherwise this step fails and nothing changes."""
+    decision = approvals.execute(plan, signature)
+    print(f"{plan.subject.model} v{plan.subject.version}: {decision.message}")
     return decision.to_dict()
 
 
@@ -82,28 +108,28 @@ def _no_decision(model: str, version: str, why: str) -> dict[str, Any]:
 
 
 @flow(name="review_adapter", log_prints=True)
-def review_adapter(model: str, version: str, timeout_seconds: int = 3600, poll_interval_seconds: int = 10,
-                   approvers: list[str] | None = None, review_period_days: int | None = None,
-                   signing_key: str | None = None) -> dict[str, Any]:
-    """Show a registered version's evidence, wait for an approve/reject form, and record it in ledger and MLflow.
+def review_adapter(model: str, version: str, timeout_seconds: int = 3600, poll_interval_seconds: int = 10
+                   ) -> dict[str, Any]:
+    """Show a registered version's evidence, take a decision and its signature, record it in ledger and MLflow.
 
-    Unset ``approvers``/``review_period_days``/``signing_key`` come from the worker's environment
-    (ADAPTRAIL_APPROVERS, ...); the ledger records which allow-list was used.
+    Who may decide is the signed policy's alone: a flow parameter cannot add an approver.
     """
-    policy = approvals.Policy.resolve(ApprovalConfig(approvers=approvers or [], private_key=signing_key),
-                                      review_period_days)
     evidence = show_evidence(model, str(version))
-    answer = wait_for_decision(evidence, timeout_seconds, poll_interval_seconds)
+    answer = wait_for(ApprovalInput, evidence, timeout_seconds, poll_interval_seconds)
     if answer is None:
         return _no_decision(model, str(version), f"no decision within {timeout_seconds} s")
-    return record_decision(model, str(version), answer, policy)
+    planned = check_rules(model, str(version), answer)
+    if isinstance(planned, dict):
+        return planned  # already in effect
+    signed = wait_for(SignatureInput, signing_request(planned), timeout_seconds, poll_interval_seconds)
+    if signed is None:
+        return _no_decision(model, str(version), f"no signature within {timeout_seconds} s")
+    return record_decision(planned, signed.signature)
 
 
-def request_approval(model: str, version: str, approval: ApprovalConfig, review_period_days: int) -> dict[str, Any]:
+def request_approval(model: str, version: str, approval: ApprovalConfig) -> dict[str, Any]:
     """The main flow's optional approval step: ``review_adapter`` as a subflow; never fails the calling flow."""
-    state = review_adapter(model, str(version), timeout_seconds=approval.timeout_seconds,
-                           approvers=approval.approvers or None, review_period_days=review_period_days,
-                           signing_key=approval.private_key, return_state=True)
+    state = review_adapter(model, str(version), timeout_seconds=approval.timeout_seconds, return_state=True)
     if state.is_completed():
         return state.result()
     return _no_decision(model, str(version), f"approval step ended {state.type.value.lower()}: {state.message}")

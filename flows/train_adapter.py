@@ -44,8 +44,7 @@ def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[
     summary = build_summary(ctx, trained, evaluation, decisions, registered)
     publish_summary(summary)
     if config.approval.in_flow:
-        summary["approval"] = request_approval(registered.model, registered.version, config.approval,
-                                               config.registry.review_period_days)
+        summary["approval"] = request_approval(registered.model, registered.version, config.approval)
     return summary
 
 

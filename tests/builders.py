@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -48,3 +51,26 @@ def tamper_sqlite(db_path, sql: str, *params) -> None:
             con.execute(sql, params)
     finally:
         con.close()
+
+
+#: The people of the test policy: an admin, the pipeline's service key, and approvers (erin holds a key, no role).
+APPROVERS = ("alice", "bob", "carol", "dave", "reviewer")
+POLICY_AT = datetime(2020, 1, 1, tzinfo=timezone.utc)  # before every time the tests decide at
+
+
+def setup_people(home: Path, approvers: tuple[str, ...] = APPROVERS, review_period_days: int = 182,
+                 at: datetime = POLICY_AT) -> dict[str, Any]:
+    """Keys under ``home/keys`` (the service key where the pipeline looks for it) and a policy naming them, applied
+    to the ledger by the admin as of ``at``; returns name -> Signer (``admin``, ``pipeline``, approvers, ``erin``)."""
+    from tasks.governance import keys, policy_admin
+    from tasks.governance.policy import Policy
+
+    signers = {name: keys.keygen(home / "keys" / ("service" if name == "pipeline" else name), name)
+               for name in ("admin", "pipeline", *approvers, "erin")}
+    people = {"admin": {"roles": ["admin"], "keys": [keys.public_line(signers["admin"].public)]},
+              "pipeline": {"roles": ["service"], "keys": [keys.public_line(signers["pipeline"].public)]}}
+    people |= {n: {"roles": ["approver"], "keys": [keys.public_line(signers[n].public)]} for n in approvers}
+    people["erin"] = {"roles": [], "keys": [keys.public_line(signers["erin"].public)]}
+    policy = Policy.parse({"review_period_days": review_period_days, "people": people}, "test policy")
+    policy_admin.apply(policy, signers["admin"], "test policy", now=at)
+    return signers

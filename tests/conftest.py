@@ -64,6 +64,14 @@ def home(state_home, mlflow_db):
 
 
 @pytest.fixture
+def people(home):
+    """A signed policy in the ledger and everyone's keys (``tests.builders.setup_people``): name -> Signer."""
+    from tests.builders import setup_people
+
+    return setup_people(home)
+
+
+@pytest.fixture
 def cli():
     """``adaptrail`` in-process; its logging setup (bound to this test's captured stderr) is undone afterwards."""
     import logging

@@ -11,7 +11,6 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from tasks.core.names import DEFAULT_REVIEW_PERIOD_DAYS, MAX_REVIEW_PERIOD_DAYS
 from tasks.core.peft_config import METHOD_ALIASES, PeftConfig, PeftMethod
 from tasks.core.peft_config import Section as _Section
 
@@ -239,7 +238,6 @@ class GatesConfig(_Section):
 class RegistryConfig(_Section):
     model_name: str = Field("support-ticket-router", description="MLflow registered model = one use case")
     experiment: str = "adaptrail"
-    review_period_days: int = Field(DEFAULT_REVIEW_PERIOD_DAYS, ge=1, le=MAX_REVIEW_PERIOD_DAYS)
 
     @field_validator("model_name")
     @classmethod
@@ -250,26 +248,12 @@ class RegistryConfig(_Section):
 
 
 class ApprovalConfig(_Section):
-    """Who may decide on a version, and the optional approval step inside the main flow."""
+    """The optional approval step inside the main flow. Who may decide, and for how long an approval lasts, is the
+    signed policy's alone (``adaptrail policy show``), never a training config's."""
 
-    approvers: list[str] = Field(
-        default_factory=list, description="identities allowed to approve, reject, revoke and review; when "
-        "empty, the environment variable ADAPTRAIL_APPROVERS (comma-separated) is used (CLI decisions need no config)")
-    in_flow: bool = Field(False, description="pause the main flow after registering and wait for a decision")
+    in_flow: bool = Field(False, description="pause the main flow after registering and wait for a signed decision")
     timeout_seconds: int = Field(3600, ge=1, description="how long the in-flow approval waits; then the version "
                                  "stays pending (decide later with the review_adapter flow or the CLI)")
-    public_key: str | None = Field(None, description="ed25519 public key (PEM); when set, loading requires a valid "
-                                   "signature of the adapter manifest")
-    private_key: str | None = Field(None, description="ed25519 private key (PEM) used to sign the manifest of each "
-                                    "approved version")
-
-    @field_validator("approvers")
-    @classmethod
-    def _approvers(cls, v: list[str]) -> list[str]:
-        names = [a.strip() for a in v]
-        if any(not a for a in names):
-            raise ValueError("approval.approvers must not contain empty names")
-        return names
 
 
 class CompareConfig(_Section):

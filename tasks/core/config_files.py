@@ -49,11 +49,6 @@ def _resolve_relative(raw: dict[str, Any], base_dir: Path) -> None:
         node = gates.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str) and not Path(node[key]).is_absolute():
             node[key] = str((base_dir / node[key]).resolve())
-    approval = raw.get("approval")
-    if isinstance(approval, dict):
-        for key in ("public_key", "private_key"):
-            if isinstance(approval.get(key), str) and not Path(approval[key]).expanduser().is_absolute():
-                approval[key] = str((base_dir / approval[key]).resolve())
     model = raw.get("model")
     if isinstance(model, dict) and isinstance(model.get("base"), str):
         base = model["base"]

@@ -14,14 +14,14 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.governance import approvals, checkpoints
+from tasks.governance import approvals, checkpoints, trust
+from tasks.governance.audit_trust import audit_checkpoints, trust_findings, trust_summary
 from tasks.governance import registry
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
 from tasks.governance.ledger_view import APPROVING
 from tasks.governance.loader import adapter_problems, fetch_adapter
-from tasks.core.names import (ALIAS_CHAMPION, AUDIT_EXPERIMENT, MAX_REVIEW_PERIOD_DAYS, RUN_TAG_AUDIT_HEAD,
-                              RUN_TAG_AUDIT_LEDGER, ApprovalStatus, GateOutcome, GATES, Tag)
+from tasks.core.names import ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, ApprovalStatus, GateOutcome, GATES, Tag
 
 SEVERITIES = ("critical", "high", "medium", "low")
 METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
@@ -77,6 +77,7 @@ class Audit:
     ledger_guards_missing: list[str] = field(default_factory=list)  # append-only triggers the database lacks
     ledger_id: str = ""  # hash of the ledger's first row
     checkpoints: dict[str, list[str]] = field(default_factory=dict)  # "critical"/"high" -> checkpoint problems
+    trust: dict[str, Any] = field(default_factory=dict)  # policy, events that do not count, unsigned events
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,16 +122,17 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     c = registry.client()
     with Ledger() as led:
         chain = led.verify()
-        events = led.events(model=model)
         guards = led.missing_guards()
         ledger_id = (led.hashes() or {}).get(1, "")
-        critical, high = led.checkpoint_problems(_audit_checkpoints(c, ledger_id))
+        critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id))
+        t = trust.read(led)
+    events = t.events(model=model)
     by_model: dict[str, list[LedgerEvent]] = {}
     for e in events:
         by_model.setdefault(e.model, []).append(e)
     audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain),
                   ledger_guards_missing=guards, ledger_id=ledger_id,
-                  checkpoints={"critical": critical, "high": high})
+                  checkpoints={"critical": critical, "high": high}, trust=trust_summary(t))
     if ledger_id and chain.ok:  # this audit's view of the head is itself a checkpoint
         checkpoints.record(ledger_id, chain.length, chain.head_hash, format_at(now), "audit")
     runs: dict[str, dict[str, float]] = {}
@@ -157,19 +159,6 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
                           if _in_scope(None, [e for e in by_model[m] if e.version == v], since, until)]
     return audit
-
-
-def _audit_checkpoints(c, ledger_id: str) -> list[checkpoints.Checkpoint]:
-    """The ledger heads earlier audit runs recorded in MLflow (a second store of checkpoints)."""
-    exp = registry.read("the audit experiment", lambda: c.get_experiment_by_name(AUDIT_EXPERIMENT))
-    if exp is None or not ledger_id:
-        return []
-    runs = registry.read("earlier audit runs", lambda: c.search_runs(
-        [exp.experiment_id], f"tags.`{RUN_TAG_AUDIT_LEDGER}` = '{ledger_id}'", max_results=_PAGE))
-    return [checkpoints.Checkpoint(ledger_id, int(r.data.metrics["ledger_length"]), r.data.tags[RUN_TAG_AUDIT_HEAD],
-                                   format_at(datetime.fromtimestamp(r.info.start_time / 1000, timezone.utc)),
-                                   f"audit run {r.info.run_id}")
-            for r in runs if "ledger_length" in r.data.metrics and RUN_TAG_AUDIT_HEAD in r.data.tags]
 
 
 def _model_names(c, model: str | None) -> list[str]:
@@ -259,7 +248,8 @@ def _integrity(source: str, expected: str, tmp: Path) -> list[str]:
 def _decision(e: LedgerEvent) -> dict[str, Any]:
     approvers = e.extra.get("approvers") or [e.actor]
     return {"seq": e.seq, "at": e.at, "action": e.action, "actor": e.actor, "reason": e.reason,
-            "approvers": [str(a) for a in approvers], "failed_gates": list(e.extra.get("failed_gates") or [])}
+            "approvers": [str(a) for a in approvers], "failed_gates": list(e.extra.get("failed_gates") or []),
+            "awaiting_second": bool(e.extra.get("awaiting_second")), "confirms": e.extra.get("confirms")}
 
 
 # --- judging -----------------------------------------------------------------------------------------------
@@ -277,6 +267,7 @@ def assess(audit: Audit, now: datetime | None = None, due_within_days: int = DUE
         out.append(Finding("high", "ledger-not-append-only", "", "", "the ledger database lacks the append-only "
                            f"triggers {', '.join(audit.ledger_guards_missing)}: rows can be edited or deleted; create "
                            "them as the table's owner (infra/postgres/init-ledger.sql)"))
+    out += [Finding(*f) for f in trust_findings(audit.trust, audit.versions)]
     for r in audit.versions:
         out += _version_findings(r, today, due_within_days)
     for missing in audit.unregistered:
@@ -306,7 +297,9 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
             add("low", "expired", f"approval expired (review was due {r.review_due or '(unset)'})")
     if r.failed_gates:
         for d in r.decisions:
-            if d["action"] == "overridden":
+            if d["awaiting_second"]:
+                continue  # the first of an override's two approvals: its confirmation is judged
+            if d["action"] == "overridden" or d["confirms"]:
                 add("medium", "override", f"approved despite failed gates ({', '.join(r.failed_gates)}) by "
                     f"{' and '.join(d['approvers'])} at {d['at']}: {d['reason']}")
             elif d["action"] == "approved":
@@ -329,7 +322,7 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
 
 def _review_period_problem(r: VersionRecord) -> str:
     """'' unless the version's review date lies further after its last approval than any policy allows."""
-    approving = [d for d in r.decisions if d["action"] in (*APPROVING, "reviewed")]
+    approving = [d for d in r.decisions if d["action"] in (*APPROVING, "reviewed") and not d["awaiting_second"]]
     if r.status != ApprovalStatus.APPROVED or not approving or not r.review_due:
         return ""
     approved = datetime.fromisoformat(approving[-1]["at"].replace("Z", "+00:00")).date()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tasks.core.names import ALIAS_CHAMPION, ARTIFACT_REPORTS, GATES, Tag
 from tasks.core.text import md, md_code
 from tasks.governance import registry
+from tasks.governance import trust
 from tasks.governance.ledger import Ledger
 from tasks.governance.ledger_view import disagreements, identity_of
 
@@ -35,7 +36,7 @@ def evidence_markdown(model: str, version: str) -> str:
     tags = mv.tags
     champion = registry.version_by_alias(c, model, ALIAS_CHAMPION)
     with Ledger() as led:
-        model_events = led.events(model=model)
+        model_events = trust.read(led).events(model=model)
     events = [e for e in model_events if e.version == str(version)]
     mine = registry.run_metrics(c, mv.run_id) or {}
     theirs = (registry.run_metrics(c, champion.run_id) if champion else None) or {}

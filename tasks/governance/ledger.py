@@ -22,19 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Table, Text, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -45,7 +33,8 @@ from tasks.governance.ledger_db import (TABLE_NAME, WRITE_OPTION, install_guards
                                         missing_guards)
 from tasks.core.state import home
 
-ACTIONS = ("registered", "gate_failed", "approved", "rejected", "overridden", "expired", "revoked", "reviewed")
+ACTIONS = ("registered", "gate_failed", "approved", "rejected", "overridden", "expired", "revoked", "reviewed",
+           "policy")
 GENESIS_HASH = "0" * 64
 #: How far an event's time may lie ahead of this machine's clock (clock skew between machines); no further.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -81,6 +70,10 @@ class LedgerBusy(AdaptrailError):
 
 class LedgerConflict(InputError):
     """The version's last event is no longer the one the caller checked (a concurrent decision); nothing was written."""
+
+
+class LedgerTimeConflict(LedgerConflict):
+    """The event's time lies before the ledger's last event (another writer was first); nothing was written."""
 
 
 #: ``expect_last`` default: append whatever the version's history (no compare-and-swap).
@@ -181,16 +174,22 @@ class Ledger:
         caller's rules were checked against (None: no event yet). Inside the write lock the ledger re-reads it and
         appends only if it is unchanged, else raises :class:`LedgerConflict`.
         """
-        fields = _validated_fields(model, version, action, actor, reason, evidence_digest, extra, at)
+        fields = normalised_fields(model, version, action, actor, reason, evidence_digest, extra, at)
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
                 with self._write() as conn:
                     if expect_last is not ANY_LAST:
                         _check_last(conn, fields["model"], fields["version"], expect_last)
                     head = conn.execute(
-                        select(ledger_table.c.seq, ledger_table.c.hash).order_by(ledger_table.c.seq.desc()).limit(1)
+                        select(ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.at).order_by(ledger_table.c.seq.desc()).limit(1)
                     ).first()
                     seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS_HASH)
+                    if head and fields["at"] < head.at:
+                        if at is not None:
+                            raise LedgerTimeConflict(f"event time {fields['at']} is before the ledger's last event "
+                                                     f"({head.at}): ledger times never go backwards; nothing was "
+                                                     "recorded (decide again)")
+                        fields["at"] = head.at  # "now", read before the lock: never earlier than the head
                     row = {"seq": seq, **fields, "prev_hash": prev_hash}
                     row["hash"] = row_hash(row)
                     conn.execute(ledger_table.insert().values(**{**row, "extra": canonical_json(row["extra"])}))
@@ -332,17 +331,10 @@ def _check_action(action: str) -> None:
         raise InputError(f"unknown ledger action {action!r}; use one of: {', '.join(ACTIONS)}")
 
 
-def _validated_fields(
-    model: str,
-    version: str,
-    action: str,
-    actor: str,
-    reason: str,
-    evidence_digest: str,
-    extra: dict | None,
-    at: datetime | str | None,
-) -> dict[str, Any]:
-    """The row's columns (minus seq and hashes), checked and normalised; extra round-tripped through JSON."""
+def normalised_fields(model: str, version: str, action: str, actor: str, reason: str, evidence_digest: str,
+                      extra: dict | None, at: datetime | str | None) -> dict[str, Any]:
+    """The row's columns (minus seq and hashes), checked and normalised (extra round-tripped through JSON): what a
+    signed statement is made of."""
     version = str(version) if isinstance(version, int) else version
     for name, value in (("model", model), ("version", version), ("actor", actor)):
         if not isinstance(value, str) or not value.strip():

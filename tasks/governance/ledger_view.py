@@ -12,9 +12,8 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from tasks.core.errors import InputError
-from tasks.core.names import ALIAS_CHAMPION, ApprovalStatus, Tag
+from tasks.core.names import ALIAS_CHAMPION, TAG_PREFIX, ApprovalStatus, Tag
 from tasks.governance.ledger import MAX_CLOCK_SKEW, LedgerEvent
-from tasks.governance.signing import TAG_SIGNATURE, TAG_SIGNATURE_KEY
 
 #: The approval state a decision sets; mirrored from the ledger.
 STATE_TAGS = (Tag.APPROVAL_STATUS, Tag.APPROVAL_BY, Tag.APPROVAL_AT, Tag.APPROVAL_REASON, Tag.REVIEW_DUE)
@@ -22,8 +21,8 @@ STATE_TAGS = (Tag.APPROVAL_STATUS, Tag.APPROVAL_BY, Tag.APPROVAL_AT, Tag.APPROVA
 FACT_TAGS = (Tag.GATE_VALIDATION, Tag.GATE_BIAS, Tag.GATE_REGRESSION, Tag.DATASET_DIGEST, Tag.BASE_MODEL,
              Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST, Tag.REQUESTED_BY, Tag.ADAPTER_DIGEST, Tag.CODE_VERSION,
              Tag.FLOW_RUN_ID, Tag.PEFT_METHOD, Tag.PEFT_TRAINABLE_PARAMS, Tag.PEFT_TRAINABLE_FRACTION)
-#: Present only when the ledger says so (a signature tag the ledger never saw is a disagreement).
-LEDGER_ONLY_TAGS = (TAG_SIGNATURE, TAG_SIGNATURE_KEY)
+#: Present only when the ledger says so (the manifest-signature tags of earlier releases: set by hand, a disagreement).
+LEDGER_ONLY_TAGS = (TAG_PREFIX + "adapter.signature", TAG_PREFIX + "adapter.signature.key")
 
 APPROVING = ("approved", "overridden")
 # Status implied by an event written without extra["tags"] (not by this module).
@@ -54,7 +53,7 @@ def expected_champion(model_events: Iterable[LedgerEvent]) -> str | None:
     """The version alias ``champion`` must point to: the last approved one, unless revoked or rejected since."""
     champion = None
     for e in model_events:
-        if e.action in APPROVING:
+        if e.action in APPROVING and not e.extra.get("awaiting_second"):
             champion = e.version
         elif e.action in ("revoked", "rejected") and e.version == champion:
             champion = None
@@ -127,7 +126,8 @@ def approved_in_date(model_events: list[LedgerEvent], now: datetime) -> list[str
     for version, events in by_version.items():
         view = ledger_tags(events)
         if view.get(Tag.APPROVAL_STATUS) == ApprovalStatus.APPROVED and not is_overdue(view, now):
-            last = max((e.seq for e in events if e.action in (*APPROVING, "reviewed")), default=events[-1].seq)
+            last = max((e.seq for e in events if e.action in (*APPROVING, "reviewed")
+                        and not e.extra.get("awaiting_second")), default=events[-1].seq)
             ok.append((last, version))
     return [v for _, v in sorted(ok, reverse=True)]
 

@@ -1,8 +1,8 @@
 """Verified loading (DESIGN.md: Loading an adapter for use): check everything, then attach the adapter.
 
 ``verify`` recomputes the adapter digest from the stored files and the digest of every base-model file, and checks
-the approval (approved, review not overdue), the ledger chain, that the tags agree with the ledger and, when a
-public key is configured, the manifest signature. ``load_verified`` loads base + adapter only when all pass, from
+the approval (approved, review not overdue), the ledger chain, the signatures of the version's events (against the
+policy in the ledger), and that the tags agree with the ledger. ``load_verified`` loads base + adapter only when all pass, from
 the very copy of the adapter files that was checked; otherwise it raises :class:`LoadRefused` naming the reason.
 """
 
@@ -22,7 +22,7 @@ from tasks.core import state
 from tasks.governance import registry
 from tasks.training.adapter_files import digest_of, file_map, read_metadata
 from tasks.governance.ledger_view import disagreements, identity_of, is_overdue, ledger_tags, utc_now
-from tasks.governance.rules import Policy
+from tasks.governance import trust
 from tasks.core.config import ModelConfig
 from tasks.core.errors import InputError
 from tasks.governance.ledger import Ledger
@@ -223,22 +223,22 @@ def adapter_problems(adapter_dir: Path, expected_digest: str) -> list[str]:
 # --- verify and load --------------------------------------------------------------------------------------
 
 
-def verify(ref: str, *, now: datetime | None = None, policy: Policy | None = None) -> VerifyReport:
+def verify(ref: str, *, now: datetime | None = None) -> VerifyReport:
     """Run every check on the version ``ref`` names; never raises for a failed check (see ``report.ok``)."""
     model, version = resolve_ref(ref)
     with tempfile.TemporaryDirectory(prefix="adaptrail-verify-") as tmp:
-        report = _verify(ref, model, version, Path(tmp), utc_now(now), policy or Policy.resolve())
+        report = _verify(ref, model, version, Path(tmp), utc_now(now))
     report.adapter_dir = None
     return report
 
 
-def load_verified(ref: str, *, now: datetime | None = None, policy: Policy | None = None) -> LoadedAdapter:
+def load_verified(ref: str, *, now: datetime | None = None) -> LoadedAdapter:
     """Base model + adapter, loaded only after :func:`verify`'s checks pass; else :class:`LoadRefused`."""
     from tasks.training.methods import load_weights
 
     model_name, version = resolve_ref(ref)
     with tempfile.TemporaryDirectory(prefix="adaptrail-load-") as tmp:
-        report = _verify(ref, model_name, version, Path(tmp), utc_now(now), policy or Policy.resolve())
+        report = _verify(ref, model_name, version, Path(tmp), utc_now(now))
         if not report.ok:
             raise LoadRefused(report)
         meta = read_metadata(report.adapter_dir)
@@ -283,22 +283,24 @@ def load_champion(model_name: str) -> ChampionLoad | None:
     return ChampionLoad(str(mv.version), mv.run_id, loaded)
 
 
-def predict(ref: str, texts: list[str], *, batch_size: int = 64, now: datetime | None = None,
-            policy: Policy | None = None) -> list[dict[str, Any]]:
+def predict(ref: str, texts: list[str], *, batch_size: int = 64, now: datetime | None = None
+            ) -> list[dict[str, Any]]:
     """Classify ``texts`` with the verified adapter ``ref`` names (e.g. ``support-ticket-router@champion``)."""
     if not texts or any(not isinstance(t, str) for t in texts):
         raise InputError("give at least one text to classify (strings)")
-    return load_verified(ref, now=now, policy=policy).predict(texts, batch_size)
+    return load_verified(ref, now=now).predict(texts, batch_size)
 
 
-def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime, policy: Policy) -> VerifyReport:
+def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime) -> VerifyReport:
     c = registry.client()
     mv = registry.model_version(c, model, version)
     report = VerifyReport(ref, model, version)
     with Ledger() as led:
         chain = led.verify()
-        model_events = led.events(model=model)
+        t = trust.read(led)
+    model_events = t.events(model=model)
     report.checks.append(Check("ledger", chain.ok, chain.problem or f"chain of {chain.length} events verifies"))
+    report.checks.append(_signature_check(t, model, version))
     champion = registry.version_by_alias(c, model, ALIAS_CHAMPION)
     problems = disagreements(model, version, mv.tags, model_events, str(champion.version) if champion else None,
                              identity_of(mv))
@@ -317,15 +319,27 @@ def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime, po
                                f"files match manifest and {Tag.ADAPTER_DIGEST} {digest[:16]}..."))
     report.adapter_dir = adapter_dir
     report.checks.append(_base_check(report, view, adapter_dir))
-    if policy.public_key:
-        from tasks.governance.signing import TAG_SIGNATURE, TAG_SIGNATURE_KEY, signature_problem
-
-        manifest = adapter_dir / ADAPTER_MANIFEST
-        tags = {k: view[k] for k in (TAG_SIGNATURE, TAG_SIGNATURE_KEY) if k in view} or dict(mv.tags)
-        problem = signature_problem(manifest.read_bytes(), tags, policy.public_key) if manifest.is_file() \
-            else f"{ADAPTER_MANIFEST} is missing"
-        report.checks.append(Check("signature", not problem, problem or "manifest signature verifies"))
     return report
+
+
+def _signature_check(t: trust.Trust, model: str, version: str) -> Check:
+    """The version's events that do not count (bad or missing signatures), and an approval recorded unsigned (before
+    the policy) when the policy requires signed approvals."""
+    bad = [p for p in t.problems if (p.model, p.version) == (model, version)]
+    if bad:
+        return Check("signature", False, "; ".join(f"seq {p.seq} ({p.action}) does not count: {p.text}" for p in bad))
+    if t.policy is None:
+        return Check("signature", False, "the ledger holds no policy, so no decision is signed; an admin runs "
+                     "`adaptrail init` or `adaptrail policy apply`")
+    own = t.events(model=model, version=version)
+    approving = [e for e in own if e.action in ("approved", "overridden", "reviewed")
+                 and not e.extra.get("awaiting_second")]
+    if approving and approving[-1].seq in t.unsigned and t.policy.require_signed_approval:
+        return Check("signature", False, f"the approval in force (seq {approving[-1].seq}) was recorded before "
+                     f"signing; re-review it: `adaptrail review {model} {version} --reason ...`")
+    signed = [e for e in own if e.seq not in t.unsigned]
+    return Check("signature", True, f"{len(signed)} of {len(own)} events signed by keys of the policy "
+                 f"{t.policy.digest[:12]}...")
 
 
 def _approval_check(model: str, version: str, view: dict[str, str], now: datetime) -> Check:

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from tasks.core.errors import InputError
 from tasks.core.names import GATES, ApprovalStatus, GateOutcome, Tag
-from tasks.governance import registry
-from tasks.governance.ledger import Ledger, LedgerEvent, evidence_digest
+from tasks.governance import registry, trust
+from tasks.governance.ledger import Ledger, LedgerEvent, LedgerTimeConflict, evidence_digest
 from tasks.governance.ledger_view import FACT_TAGS, STATE_TAGS, decision_time, identity_of, ledger_tags, state_tags
 
 log = logging.getLogger("adaptrail")
@@ -18,13 +18,24 @@ log = logging.getLogger("adaptrail")
 def record_registration(model: str, version: str | int, status: str, gates: dict[str, str], evidence: dict,
                         actor: str, *, now: datetime | None = None, initial_state: dict[str, str] | None = None
                         ) -> list[LedgerEvent]:
-    """Ledger events ``registered`` (+ ``gate_failed`` per failed gate) for a new version; idempotent per version.
+    """Ledger events ``registered`` (+ ``gate_failed`` per failed gate) for a new version, signed by the pipeline's
+    service key (the policy's ``service`` person is their actor; ``actor`` is the requester); idempotent per version.
 
     The register step calls it after creating the version with its fact tags only, passing the approval state
     (``initial_state``); the event records facts and state, then the tags are mirrored from the ledger, so hand
     edits of them are detected later. Returns the events written now.
     """
-    version, now = str(version), decision_time(now)
+    for attempt in range(3):
+        try:
+            return _record(model, str(version), status, gates, evidence, actor, decision_time(now), initial_state)
+        except LedgerTimeConflict:  # another writer appended a later time first: sign again, now
+            if now is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _record(model: str, version: str, status: str, gates: dict[str, str], evidence: dict, actor: str, now: datetime,
+            initial_state: dict[str, str] | None) -> list[LedgerEvent]:
     if status not in (ApprovalStatus.PENDING, ApprovalStatus.REJECTED):
         raise InputError(f"a new version is registered as pending or rejected, not {status!r}")
     bad = {g: o for g, o in gates.items() if g not in GATES or o not in set(GateOutcome)}
@@ -33,26 +44,33 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
                          f"{[str(o) for o in GateOutcome]}")
     c = registry.client()
     mv = registry.model_version(c, model, version)
+    signer = trust.service_signer()
     with Ledger() as led:
-        existing = led.events(model=model, version=version)
+        t = trust.read(led)
+        existing = t.events(model=model, version=version)
+        service = trust.person_of(t.policy, signer) if t.policy else actor
         written: list[LedgerEvent] = []
 
-        def last() -> int | None:  # each append is a compare-and-swap on what this call has seen
-            seen = written or existing
-            return seen[-1].seq if seen else None
+        def write(action: str, reason: str, extra: dict) -> None:  # each a compare-and-swap on the history so far
+            d = trust.draft(t, model, version, action, service, reason, evidence_digest(evidence), extra, now)
+            if t.policy is None:  # a ledger without a policy (before `adaptrail init`): recorded unsigned
+                f = d.fields
+                event = led.append(model, version, action, service, reason, f["evidence_digest"], f["extra"],
+                                   f["at"], expect_last=d.expect_last)
+            else:
+                event = trust.commit(led, d, signer.sign(d.statement), t.policy)
+            written.append(event)
+            t.last_hash[(model, version)], t.stored_last[(model, version)] = event.hash, event.seq
 
         if not any(e.action == "registered" for e in existing):
-            tags = registration_tags(mv.tags, status, gates, actor, now, initial_state)
-            written.append(led.append(model, version, "registered", actor, tags[Tag.APPROVAL_REASON],
-                                      evidence_digest(evidence),
-                                      {"tags": tags, "gates": dict(gates), "identity": identity_of(mv)}, at=now,
-                                      expect_last=last()))
+            tags = registration_tags(mv.tags, status, gates, service, now, initial_state)
+            write("registered", tags[Tag.APPROVAL_REASON],
+                  {"tags": tags, "gates": dict(gates), "identity": identity_of(mv), "requested_by": actor})
         recorded = {e.extra.get("gate") for e in existing if e.action == "gate_failed"}
         for gate, outcome in gates.items():
             if outcome == GateOutcome.FAILED and gate not in recorded:
-                written.append(led.append(model, version, "gate_failed", actor, f"gate {gate} failed",
-                                          evidence_digest(evidence), {"gate": gate}, at=now, expect_last=last()))
-        want = ledger_tags(led.events(model=model, version=version))
+                write("gate_failed", f"gate {gate} failed", {"gate": gate})
+        want = ledger_tags([*existing, *written])
     for key, value in want.items():
         if mv.tags.get(key) != value:
             c.set_model_version_tag(model, version, key, value)

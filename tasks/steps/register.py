@@ -12,8 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core import state
 from tasks.core.lineage import code_version
-from tasks.core.names import (ACTOR_GATES, ALIAS_CANDIDATE, ARTIFACT_ADAPTER, ARTIFACT_REPORTS, RUN_TAG_STAGE,
-                              ApprovalStatus, GateOutcome, Tag)
+from tasks.core.names import (ACTOR_GATES, ALIAS_CANDIDATE, ARTIFACT_ADAPTER, ARTIFACT_REPORTS,
+                              DEFAULT_REVIEW_PERIOD_DAYS, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
 from tasks.governance import registry
@@ -51,7 +51,7 @@ def version_tags(ctx: RunContext, trained: TrainedAdapter, decisions: list[GateD
         Tag.APPROVAL_BY: ACTOR_GATES,
         Tag.APPROVAL_AT: now.isoformat(timespec="seconds"),
         Tag.APPROVAL_REASON: reason,
-        Tag.REVIEW_DUE: (now + timedelta(days=ctx.config.registry.review_period_days)).date().isoformat(),
+        Tag.REVIEW_DUE: (now + timedelta(days=DEFAULT_REVIEW_PERIOD_DAYS)).date().isoformat(),
         Tag.GATE_VALIDATION: outcomes.get("validation", GateOutcome.SKIPPED),
         Tag.GATE_BIAS: outcomes.get("bias", GateOutcome.SKIPPED),
         Tag.GATE_REGRESSION: outcomes.get("regression", GateOutcome.SKIPPED),

@@ -1,0 +1,250 @@
+"""Which ledger events count: signed statements checked against the policy in force (DESIGN.md: trust model).
+
+Every event is a statement — its row without seq and hashes: time, model, version, action, actor, reason, evidence
+digest and ``extra`` (the tags it sets, the version's identity and facts, and ``after``: the hash of the version's
+previous counted event, so a signature cannot be replayed onto another history) — signed with SSHSIG by the actor's
+key (``extra["signature"]``). :func:`evaluate` walks the chain once and keeps an event only if
+
+- its time does not go backwards;
+- a ``policy`` event is signed by an admin of the policy in force (the first by an admin it names itself);
+- any other event, once a policy is in force, is signed by a key of ``actor`` whose role may sign its action, not
+  revoked at its time (by any policy, so a later one may revoke retroactively), with the right ``after``.
+
+Events before the first policy (a ledger from before signing) count but are marked unsigned, and the audit reports
+them until re-reviewed. Everything else that fails is not counted, and is a critical finding: someone wrote around
+adaptrail.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.core.canonical import canonical_json
+from tasks.core.errors import InputError
+from tasks.core.state import home
+from tasks.governance import keys
+from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, normalised_fields
+from tasks.governance.policy import POLICY_MODEL, POLICY_VERSION, Policy, revoked_since
+
+ENV_SERVICE_KEY = "ADAPTRAIL_SERVICE_KEY"
+ENV_SIGNING_KEY = "ADAPTRAIL_SIGNING_KEY"
+
+
+class SignatureRefused(InputError):
+    """A statement's signature is missing, invalid, or by a key the policy does not allow; nothing was written."""
+
+
+@dataclass
+class Problem:
+    seq: int
+    model: str
+    version: str
+    action: str
+    text: str
+
+
+@dataclass
+class Trust:
+    """The ledger as it counts: ``counted`` events (seq order), ``unsigned`` seqs among them (before the first
+    policy), ``problems`` of events that do not count, and the policy in force at the end."""
+
+    counted: list[LedgerEvent] = field(default_factory=list)
+    unsigned: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+    policy: Policy | None = None
+    policy_event: LedgerEvent | None = None
+    last_hash: dict[tuple[str, str], str] = field(default_factory=dict)  # version -> its last counted hash
+    stored_last: dict[tuple[str, str], int] = field(default_factory=dict)  # version -> its last stored seq
+
+    def events(self, model: str | None = None, version: str | None = None) -> list[LedgerEvent]:
+        """Counted events of adapters (policy events excluded), optionally of one model / version."""
+        return [e for e in self.counted if e.model != POLICY_MODEL and (model is None or e.model == model)
+                and (version is None or e.version == str(version))]
+
+    def policy_events(self) -> list[LedgerEvent]:
+        return [e for e in self.counted if e.model == POLICY_MODEL]
+
+    def require_policy(self) -> Policy:
+        if self.policy is None:
+            raise SignatureRefused("the ledger holds no policy yet, so nobody may decide: an admin runs `adaptrail "
+                                   "init` (one laptop) or `adaptrail policy apply POLICY.yaml --key ADMIN_KEY`")
+        return self.policy
+
+
+def statement(fields: dict[str, Any]) -> bytes:
+    """The exact bytes signed for an event: its row without seq, hashes and the signature itself."""
+    content = {k: fields[k] for k in ("at", "model", "version", "action", "actor", "reason", "evidence_digest")}
+    content["extra"] = {k: v for k, v in fields["extra"].items() if k != "signature"}
+    return canonical_json({"adaptrail_statement": 1, **content}).encode("ascii")
+
+
+def evaluate(events: list[LedgerEvent]) -> Trust:
+    """Judge every stored event (seq order) against the policy in force at its place in the chain."""
+    revocations = _revocations(events)
+    t, latest_at = Trust(), ""
+    for e in events:
+        key = (e.model, e.version)
+        t.stored_last[key] = e.seq
+        problem = _problem(t, e, latest_at, revocations)
+        latest_at = max(latest_at, e.at)
+        if problem:
+            t.problems.append(Problem(e.seq, e.model, e.version, e.action, problem))
+            continue
+        t.counted.append(e)
+        t.last_hash[key] = e.hash
+        if e.action == "policy":
+            t.policy, t.policy_event = Policy.parse(e.extra["policy"], f"ledger seq {e.seq}"), e
+        elif t.policy is None:
+            t.unsigned.add(e.seq)
+    return t
+
+
+def read(led: Ledger) -> Trust:
+    return evaluate(led.events())
+
+
+def _problem(t: Trust, e: LedgerEvent, latest_at: str, revocations: dict[str, str]) -> str:
+    if e.at < latest_at:
+        return f"its time {e.at} is before an earlier event's {latest_at}: ledger times never go backwards"
+    if e.action == "policy":
+        return _policy_problem(t, e, revocations)
+    if t.policy is None:
+        return ""  # before signing: counted, marked unsigned
+    return _signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
+
+
+def _policy_problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
+    try:
+        new = Policy.parse(e.extra.get("policy"), f"ledger seq {e.seq}")
+    except InputError as err:
+        return str(err)
+    if e.extra.get("policy_digest") != new.digest:
+        return "its policy_digest is not the digest of the policy it carries"
+    judge = t.policy or new  # the first policy is signed by an admin it names itself
+    return _signature_problem(judge, e, t.last_hash.get((POLICY_MODEL, POLICY_VERSION), GENESIS_HASH), revocations)
+
+
+def _signature_problem(policy: Policy, e: LedgerEvent, after: str, revocations: dict[str, str]) -> str:
+    signature = e.extra.get("signature")
+    if not isinstance(signature, str) or not signature:
+        return "it is not signed, although a policy is in force (written around adaptrail?)"
+    try:
+        public = keys.signature_key(signature)
+    except (ValueError, TypeError):
+        return "its signature is malformed"
+    person, why = policy.key_problem(public, e.action, e.at)
+    if why:
+        return why
+    revoked = revoked_since(revocations, public, e.at)
+    if revoked:
+        return f"it is signed with key {keys.key_id(public)}, revoked at {revoked}"
+    if person != e.actor:
+        return f"its actor is {e.actor!r} but it is signed with a key of {person!r}"
+    if e.extra.get("after") != after:
+        return "it does not follow the version's previous event (a signature replayed onto another history?)"
+    bad = keys.signature_problem(public, statement(e.to_dict()), signature)
+    return f"its signature does not verify: {bad}" if bad else ""
+
+
+def _revocations(events: list[LedgerEvent]) -> dict[str, str]:
+    """Every key revocation any policy event states (judged once more when that event is evaluated)."""
+    out: dict[str, str] = {}
+    for e in events:
+        if e.action == "policy":
+            try:
+                for key, when in Policy.parse(e.extra.get("policy"), "policy").revocations().items():
+                    out[key] = min(when, out.get(key, when))
+            except InputError:
+                continue
+    return out
+
+
+# --- writing signed events -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """An event to be signed: its normalised fields (``extra["after"]`` included) and the CAS seq it appends after."""
+
+    fields: dict[str, Any]
+    expect_last: int | None
+
+    @property
+    def statement(self) -> bytes:
+        return statement(self.fields)
+
+    @property
+    def statement_b64(self) -> str:
+        """The statement as one base64 line: what ``adaptrail sign`` takes (safe to paste into any shell)."""
+        return base64.b64encode(self.statement).decode("ascii")
+
+
+def draft(t: Trust, model: str, version: str, action: str, actor: str, reason: str, evidence_digest: str,
+          extra: dict[str, Any], at: datetime | str) -> Draft:
+    version = str(version)
+    fields = normalised_fields(model, version, action, actor, reason, evidence_digest,
+                               {**extra, "after": t.last_hash.get((model, version), GENESIS_HASH)}, at)
+    return Draft(fields, t.stored_last.get((model, version)))
+
+
+def commit(led: Ledger, d: Draft, signature: str, policy: Policy) -> LedgerEvent:
+    """Check ``signature`` against ``policy`` (by the actor's key, allowed for the action, not revoked, valid), then
+    append the event (compare-and-swap on the version's last stored event)."""
+    f = d.fields
+    try:
+        public = keys.signature_key(signature)
+    except (ValueError, TypeError):
+        raise SignatureRefused("the signature is malformed; paste the whole line `adaptrail sign` printed") from None
+    person, why = policy.key_problem(public, f["action"], f["at"])
+    if why:
+        raise SignatureRefused(f"refused: {why}")
+    if person != f["actor"]:
+        raise SignatureRefused(f"refused: the statement names {f['actor']!r} but is signed with a key of {person!r}")
+    bad = keys.signature_problem(public, d.statement, signature)
+    if bad:
+        raise SignatureRefused(f"refused: {bad}")
+    return led.append(f["model"], f["version"], f["action"], f["actor"], f["reason"], f["evidence_digest"],
+                      {**f["extra"], "signature": signature}, f["at"], expect_last=d.expect_last)
+
+
+def person_of(policy: Policy, signer: keys.Signer) -> str:
+    holder = policy.holder(signer.public)
+    if holder is None:
+        raise SignatureRefused(f"the key {signer.key_id} ({signer.source}) is not in the policy; an admin adds its "
+                               "public key (`adaptrail policy add NAME --role approver --pubkey KEY.pub`)")
+    return holder.person
+
+
+# --- keys on this machine ----------------------------------------------------------------------------------------
+
+
+def service_key_path() -> Path:
+    return Path(os.environ.get(ENV_SERVICE_KEY) or home() / "keys" / "service").expanduser()
+
+
+def service_signer(create: bool = True) -> keys.Signer | None:
+    """The pipeline's own key (``ADAPTRAIL_SERVICE_KEY``, default ``$ADAPTRAIL_HOME/keys/service``), created on
+    first use where it is the default path; None when absent and ``create`` is False."""
+    path = service_key_path()
+    if path.is_file():
+        return keys.load_signer(path)
+    if not create:
+        return None
+    if os.environ.get(ENV_SERVICE_KEY):
+        raise InputError(f"{ENV_SERVICE_KEY}={path} does not exist; mount the service key there (team deployment) "
+                         "or unset it to use $ADAPTRAIL_HOME/keys/service")
+    return keys.keygen(path, "adaptrail-service")
+
+
+def user_signer(path: str | None) -> keys.Signer:
+    """The decider's key: ``--key``, else ``ADAPTRAIL_SIGNING_KEY``."""
+    chosen = path or os.environ.get(ENV_SIGNING_KEY)
+    if not chosen:
+        raise InputError(f"a decision is signed with your own key: pass --key ~/.ssh/id_ed25519 (or set "
+                         f"{ENV_SIGNING_KEY}); `adaptrail keygen NAME` creates one")
+    return keys.load_signer(chosen)
