@@ -65,8 +65,11 @@ def setup_people(home: Path, approvers: tuple[str, ...] = APPROVERS, review_peri
     from tasks.governance import keys, policy_admin
     from tasks.governance.policy import Policy
 
-    signers = {name: keys.keygen(home / "keys" / ("service" if name == "pipeline" else name), name)
-               for name in ("admin", "pipeline", *approvers, "erin")}
+    def key(name: str) -> keys.Signer:  # the service key may exist already: the pipeline made it on first use
+        path = home / "keys" / ("service" if name == "pipeline" else name)
+        return keys.load_signer(path) if path.is_file() else keys.keygen(path, name)
+
+    signers = {name: key(name) for name in ("admin", "pipeline", *approvers, "erin")}
     people = {"admin": {"roles": ["admin"], "keys": [keys.public_line(signers["admin"].public)]},
               "pipeline": {"roles": ["service"], "keys": [keys.public_line(signers["pipeline"].public)]}}
     people |= {n: {"roles": ["approver"], "keys": [keys.public_line(signers[n].public)]} for n in approvers}

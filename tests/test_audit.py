@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import tamper_sqlite
+from tests.builders import setup_people, tamper_sqlite
 
 from tasks.governance import approvals
 from tasks.governance import audit
 from tasks.governance import registry
 from tasks.training.adapter_files import write_manifest
-from tasks.governance.approvals import Policy
 from tasks.governance.audit_report import verify_report
 from tasks.governance.audit_run import run_audit
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_BAD_INPUT, EXIT_OK, InputError
@@ -25,7 +24,7 @@ from tasks.governance.ledger import Ledger
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 
 MODEL, LEGACY = "router", "legacy"
-POLICY = Policy(approvers=("alice", "bob", "dave"), source="test")
+P: dict = {}  # name -> Signer
 T0 = datetime(2025, 10, 1, 9, 0, tzinfo=timezone.utc)  # registrations; an approval then is due 2026-04-01
 NOW = datetime(2026, 6, 20, 12, 0, tzinfo=timezone.utc)  # the audit
 
@@ -38,7 +37,8 @@ def fake_adapter(folder: Path, seed: int) -> str:
     return write_manifest(folder)
 
 
-def seed(home: Path, model: str, n: int, f1: float, failed: tuple[str, ...] = (), lineage: bool = True) -> str:
+def seed(home: Path, model: str, n: int, f1: float, failed: tuple[str, ...] = (), lineage: bool = True,
+         at: datetime = T0) -> str:
     """Register a version (run with metrics, stored adapter, every tag) and its ledger registration."""
     c = registry.client()
     run_id = registry.start_run(c, "tests", "train", {})
@@ -56,31 +56,34 @@ def seed(home: Path, model: str, n: int, f1: float, failed: tuple[str, ...] = ()
     if not lineage:
         del tags[Tag.CODE_VERSION], tags[Tag.FLOW_RUN_ID]
     mv = registry.register_version(c, model, run_id, src.as_uri(), tags)
-    approvals.record_registration(model, mv.version, status, gates, {"gates": gates}, "carol", now=T0)
+    approvals.record_registration(model, mv.version, status, gates, {"gates": gates}, "carol", now=at)
     return str(mv.version)
 
 
 @pytest.fixture
 def seeded(home):
-    """router v1 approved then expired (was champion, superseded), v2 rejected, v3 overridden (champion, due
-    soon), v4 pending with lineage gaps; legacy v1 approved with a failed gate and no override (hand-written)."""
-    v1 = seed(home, MODEL, 1, 0.70)
-    v2 = seed(home, MODEL, 2, 0.60, failed=("bias",))
-    v3 = seed(home, MODEL, 3, 0.80, failed=("regression",))
-    v4 = seed(home, MODEL, 4, 0.75, lineage=False)
-    approvals.approve(MODEL, v1, "alice", "beats baseline", now=T0, policy=POLICY)
-    approvals.reject(MODEL, v2, "bob", "bias gap too large", now=T0 + timedelta(days=1), policy=POLICY)
-    approvals.approve(MODEL, v3, "alice", "regression is noise", override=True, second_approver="bob",
-                      now=NOW - timedelta(days=160), policy=POLICY)  # review due in 22 days
-    lv = seed(home, LEGACY, 1, 0.50, failed=("validation",))
+    """legacy v1 approved with a failed gate and no override, before signing began (an old ledger's unsigned
+    events); then the policy; router v1 approved then expired (was champion, superseded), v2 rejected, v3 overridden
+    by two approvers (champion, due soon), v4 pending with lineage gaps."""
+    lv = seed(home, LEGACY, 1, 0.50, failed=("validation",), at=T0 - timedelta(days=2))
     state = {Tag.APPROVAL_STATUS: "approved", Tag.APPROVAL_BY: "mallory", Tag.APPROVAL_AT: "2026-01-06T00:00:00+00:00",
              Tag.APPROVAL_REASON: "ship it", Tag.REVIEW_DUE: "2026-12-31"}
     with Ledger() as led:
-        led.append(LEGACY, lv, "approved", "mallory", "ship it", extra={"tags": state}, at=T0 + timedelta(days=1))
+        led.append(LEGACY, lv, "approved", "mallory", "ship it", extra={"tags": state}, at=T0 - timedelta(days=1))
     c = registry.client()
     for k, val in state.items():
         c.set_model_version_tag(LEGACY, lv, k, val)
     registry.set_alias(c, LEGACY, ALIAS_CHAMPION, lv)
+    P.update(setup_people(home, at=T0 - timedelta(hours=20)))
+    v1 = seed(home, MODEL, 1, 0.70)
+    v2 = seed(home, MODEL, 2, 0.60, failed=("bias",))
+    v3 = seed(home, MODEL, 3, 0.80, failed=("regression",))
+    v4 = seed(home, MODEL, 4, 0.75, lineage=False)
+    approvals.approve(MODEL, v1, P["alice"], "beats baseline", now=T0)
+    approvals.reject(MODEL, v2, P["bob"], "bias gap too large", now=T0 + timedelta(days=1))
+    approvals.approve(MODEL, v3, P["alice"], "regression is noise", override=True, now=NOW - timedelta(days=160))
+    approvals.approve(MODEL, v3, P["bob"], "regression is noise", override=True,
+                      now=NOW - timedelta(days=160))  # review due in 22 days
     return {"v1": v1, "v2": v2, "v3": v3, "v4": v4, "legacy": lv}
 
 
@@ -103,6 +106,7 @@ def test_seeded_registry_gives_exactly_the_expected_findings(seeded):
         ("medium", "lineage-missing", MODEL, "4"),
         ("high", "failed-gate-approved", LEGACY, "1"),
         ("high", "review-period-too-long", LEGACY, "1"),  # hand-written: due 455 days after its approval
+        ("high", "unsigned-approval", LEGACY, "1"),  # recorded before signing, not re-reviewed since
     }
     override = next(f for f in a.findings if f.code == "override")
     assert "alice and bob" in override.message and "regression is noise" in override.message
@@ -119,8 +123,9 @@ def test_seeded_registry_gives_exactly_the_expected_findings(seeded):
 
 
 def test_an_expired_champion_is_high(home):
-    v = seed(home, MODEL, 1, 0.7)
-    approvals.approve(MODEL, v, "alice", "ok", now=T0 - timedelta(days=400), policy=POLICY)
+    P.update(setup_people(home))
+    v = seed(home, MODEL, 1, 0.7, at=T0 - timedelta(days=401))
+    approvals.approve(MODEL, v, P["alice"], "ok", now=T0 - timedelta(days=400))
     assert findings(run()) == {("high", "champion-expired", MODEL, v)}
 
 
@@ -136,7 +141,7 @@ def test_tampering_is_found(seeded, home):
     tampered = {f for f in findings(a) if f[0] in ("critical", "high")}
     assert tampered == {("critical", "adapter-integrity", MODEL, "3"), ("high", "tag-ledger", MODEL, "2"),
                         ("high", "unregistered", MODEL, "4"), ("high", "failed-gate-approved", LEGACY, "1"),
-                        ("high", "review-period-too-long", LEGACY, "1")}
+                        ("high", "review-period-too-long", LEGACY, "1"), ("high", "unsigned-approval", LEGACY, "1")}
     assert "adapter_model.safetensors changed" in next(f.message for f in a.findings if f.code == "adapter-integrity")
 
     tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 3")
@@ -150,7 +155,7 @@ def test_point_in_time_champion(seeded):
     assert (jan["version"], jan["action"], jan["approvers"], jan["reason"]) == ("1", "approved", ["alice"],
                                                                                  "beats baseline")
     feb = audit.champion_at(MODEL, audit.parse_when("2026-02-01", end_of_day=True))["champion"]
-    assert (feb["version"], feb["action"], feb["approvers"]) == ("3", "overridden", ["alice", "bob"])
+    assert (feb["version"], feb["action"], feb["approvers"]) == ("3", "approved", ["alice", "bob"])
     assert audit.champion_at(LEGACY, audit.parse_when("2026-03-01"))["champion"]["approvers"] == ["mallory"]
 
 
@@ -182,7 +187,7 @@ def test_reports_exist_and_their_digest_verifies(seeded, tmp_path):
     assert not verify_report(paths["json"])  # an edited report no longer matches its digest
     logged = registry.client().get_run(run_id)
     assert logged.data.tags["adaptrail.audit.digest"] == data["digest"]
-    assert logged.data.metrics["findings.high"] == 2  # legacy v1: approved despite a failed gate; review too late
+    assert logged.data.metrics["findings.high"] == 3  # legacy v1: failed gate, review too late, unsigned approval
 
 
 def test_cli_audit_exit_codes(seeded, tmp_path, capsys):
@@ -206,7 +211,7 @@ def test_flow_writes_reports_and_publishes_artifacts(prefect_harness, seeded, tm
     state = compliance_audit(out_dir=str(tmp_path / "flow"), as_of="2026-02-01", champion_of=MODEL, now=NOW,
                              return_state=True)
     out = state.result()
-    assert out["verdict"] == "fail" and out["exit_code"] == EXIT_AUDIT_FINDINGS and out["counts"]["high"] == 2
+    assert out["verdict"] == "fail" and out["exit_code"] == EXIT_AUDIT_FINDINGS and out["counts"]["high"] == 3
     assert verify_report(Path(out["report"]["json"]))
     run = registry.client().get_run(out["mlflow_run_id"])
     assert registry.client().get_experiment(run.info.experiment_id).name == "adaptrail-audits"

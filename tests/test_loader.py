@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.builders import tamper_sqlite
+from tests.builders import setup_people, tamper_sqlite
 import torch
 
 from tasks.governance import approvals
 from tasks.governance import loader
 from tasks.governance import registry
 from tasks.training.adapter_files import save_adapter
-from tasks.governance.approvals import Policy
 from tasks.core.config import ModelConfig
 from tasks.core.peft_config import PeftConfig
 from tasks.core.errors import EXIT_BAD_INPUT, InputError
@@ -23,6 +22,7 @@ from tasks.gates.evaluation import predict_proba
 from tasks.governance.loader import LoadRefused
 from tasks.training.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
+from tasks.governance.ledger import Ledger
 from tasks.training.tiny_model import build_tiny_bert
 
 MODEL = "router"
@@ -47,6 +47,17 @@ def trained(tmp_path_factory):
     return {"base": base, "dir": adapter_dir, "digest": digest, "proba": proba}
 
 
+P: dict = {}  # name -> Signer, set per test
+
+
+@pytest.fixture
+def home(home):
+    """A state directory with a signed policy (tests.builders.setup_people) and everyone's keys in ``P``."""
+    P.clear()
+    P.update(setup_people(home))
+    return home
+
+
 def register(trained, approve: bool = True, base_digest: str | None = None, at: datetime = NOW) -> str:
     """Log the adapter to a run, register it with the flow's tags and ledger event, and (by default) approve it."""
     c = registry.client()
@@ -63,7 +74,7 @@ def register(trained, approve: bool = True, base_digest: str | None = None, at: 
     mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), tags)
     approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=at)
     if approve:
-        approvals.approve(MODEL, mv.version, "alice", "good", now=at, policy=Policy(("alice", "bob")))
+        approvals.approve(MODEL, mv.version, P["alice"], "good", now=at)
     return str(mv.version)
 
 
@@ -79,8 +90,8 @@ def test_an_approved_adapter_verifies_and_predicts_like_the_trained_model(home, 
     v = register(trained)
     report = loader.verify(f"models:/{MODEL}@{ALIAS_CHAMPION}")
     assert report.ok, report.to_text()
-    assert report.version == v and [c.name for c in report.checks] == ["ledger", "tags", "approval", "adapter",
-                                                                       "base_model"]
+    assert report.version == v and [c.name for c in report.checks] == ["ledger", "signature", "tags", "approval",
+                                                                       "adapter", "base_model"]
     out = loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
     assert [o["label"] for o in out] == [LABELS[i] for i in trained["proba"].argmax(1)]
     np.testing.assert_allclose([[o["scores"][l] for l in LABELS] for o in out], trained["proba"], atol=1e-5)
@@ -124,7 +135,8 @@ def test_a_ledger_row_edited_in_the_database_is_named(home, trained):
     v = register(trained)
     tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 2")
     problems = failed(loader.verify(f"{MODEL}/{v}"))
-    assert set(problems) == {"ledger"} and problems["ledger"].startswith("row seq=2:")
+    assert {"ledger", "signature"} <= set(problems) and problems["ledger"].startswith("row seq=2:")
+    assert "seq 2 (registered) does not count: its signature does not verify" in problems["signature"]
     with pytest.raises(LoadRefused, match="ledger problem: row seq=2"):
         loader.predict(f"{MODEL}/{v}", TEXTS)
 
@@ -146,22 +158,21 @@ def test_an_expired_approval_is_refused_by_predict(home, trained):
         loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
 
 
-def test_signed_manifest_is_checked_when_a_public_key_is_configured(home, trained, tmp_path):
-    from tasks.governance.signing import TAG_SIGNATURE, generate_keypair
-
-    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
-    generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
-    unsigned = register(trained)
-    signer = Policy(("alice",), private_key=str(tmp_path / "k.pem"))
-    v = register(trained, approve=False)
-    approvals.approve(MODEL, v, "alice", "signed", now=NOW, policy=signer)
-    assert TAG_SIGNATURE in registry.client().get_model_version(MODEL, v).tags
-
-    assert loader.verify(f"{MODEL}/{v}", policy=Policy(public_key=str(tmp_path / "k.pub"))).ok
-    wrong_key = failed(loader.verify(f"{MODEL}/{v}", policy=Policy(public_key=str(tmp_path / "other.pub"))))
-    assert set(wrong_key) == {"signature"} and "signed by key" in wrong_key["signature"]
-    with pytest.raises(LoadRefused, match="bad signature: .*unsigned"):
-        loader.load_verified(f"{MODEL}/{unsigned}", policy=Policy(public_key=str(tmp_path / "k.pub")))
+def test_an_approval_from_before_signing_loads_only_once_re_reviewed(state_home, trained):
+    """Migration: a ledger written before signing keeps its events (unsigned); once a policy is applied, an approval
+    recorded unsigned is refused for loading until someone re-reviews it with their key."""
+    state_home.mkdir(parents=True, exist_ok=True)
+    v = register(trained, approve=False)  # no policy yet: the registration is recorded unsigned
+    with Ledger() as led:  # an approval as the previous release wrote it: no signature
+        led.append(MODEL, v, "approved", "alice", "good", extra={"tags": {
+            Tag.APPROVAL_STATUS: "approved", Tag.APPROVAL_BY: "alice", Tag.APPROVAL_AT: "2026-01-01T00:00:00+00:00",
+            Tag.APPROVAL_REASON: "good", Tag.REVIEW_DUE: "2099-01-01"}})
+    approvals.reconcile(MODEL, v)
+    P.update(setup_people(state_home, at=datetime.now(timezone.utc)))
+    refusal = failed(loader.verify(f"{MODEL}/{v}"))
+    assert set(refusal) == {"signature"} and "was recorded before signing; re-review it" in refusal["signature"]
+    approvals.review(MODEL, v, P["bob"], "re-checked after the move to signed decisions")
+    assert loader.verify(f"{MODEL}/{v}").ok
 
 
 def test_no_champion_and_not_approved_are_refused(home, trained):
