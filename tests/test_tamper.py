@@ -3,9 +3,8 @@ a plain MlflowClient, the environment, the CLI, the artifact store's files) agai
 what must happen: refused at the decision, refused by the database, or ``verify`` refuses and the audit reports a
 finding of high severity or worse that names it.
 
-The rows cover the attacks of issue 12 that are stopped today; those that need signed decisions, a signed policy
-and checkpoints outside the database (identity claims, forged rows with a valid hash, truncating the tail, the
-signature's scope) are not here yet: see the README section "What the audit trail resists".
+Identities are keys: every test runs with a signed policy (``tests.builders.setup_people``) whose approvers are
+alice, bob, carol, dave and reviewer; carol requests every run; erin holds a key with no role; mallory holds none.
 """
 
 from __future__ import annotations
@@ -30,19 +29,20 @@ from tasks.core.config import ModelConfig
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 from tasks.core.peft_config import PeftConfig
 from tasks.governance import approvals, audit, loader, registry
-from tasks.governance.approvals import Policy
+from tasks.governance import keys, policy_admin, trust
 from tasks.governance.evidence import evidence_markdown
 from tasks.governance.ledger import Ledger
 from tasks.training.adapter_files import save_adapter
 from tasks.training.model import load_classifier, resolve_base_model, wrap_with_peft
 from tasks.training.tiny_model import build_tiny_bert
+from tests.builders import setup_people
 from tests.pg import postgres  # noqa: F401  (the session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "router"
 LABELS = ["billing", "tech"]
 TEXTS = ["refund my invoice please", "the app crashes on start", "charged twice this month", "login page is broken"]
-POLICY = Policy(("alice", "bob"))
+P: dict = {}  # name -> Signer of the test policy
 APPEND_ONLY = "append-only"
 
 
@@ -85,7 +85,7 @@ def registered(adapter, approve: bool = True, base=None) -> str:
     approvals.record_registration(MODEL, mv.version, "pending", {g: "passed" for g in GATES}, {}, "carol",
                                   initial_state=initial)
     if approve:
-        approvals.approve(MODEL, mv.version, "alice", "good", policy=POLICY)
+        approvals.approve(MODEL, mv.version, P["alice"], "good")
     return str(mv.version)
 
 
@@ -107,9 +107,39 @@ def high_findings(version: str) -> list[str]:
 
 
 @pytest.fixture
-def approvers(monkeypatch):
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,bob")
-    monkeypatch.setenv("ADAPTRAIL_USER", "alice")
+def home(home):
+    """The state directory with the signed test policy; everyone's keys in ``P``."""
+    P.clear()
+    P.update(setup_people(home))
+    return home
+
+
+def key(name: str) -> list[str]:
+    """The CLI arguments that sign as ``name``."""
+    return ["--key", P[name].source]
+
+
+def insert_row(home: Path, version: str, action: str, actor: str, extra: dict, at: datetime | None = None) -> None:
+    """Raw SQL as the application's role: a row with a valid hash (public arithmetic) after the current head."""
+    with Ledger() as led:
+        head = led.head()
+    when = (at or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    row = {"seq": head.seq + 1, "at": when, "model": MODEL, "version": version, "action": action, "actor": actor,
+           "reason": "ok", "evidence_digest": "", "prev_hash": head.hash, "extra": extra}
+    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    row["hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+    con = sqlite3.connect(home / "ledger.db")
+    with con:
+        con.execute("INSERT INTO approval_ledger VALUES (:seq, :at, :model, :version, :action, :actor, :reason, "
+                    ":evidence_digest, :prev_hash, :hash, :extra)",
+                    {**row, "extra": json.dumps(row["extra"], sort_keys=True, separators=(",", ":"))})
+    con.close()
+
+
+def approved_tags(actor: str, days: int = 182) -> dict[str, str]:
+    at = datetime.now(timezone.utc)
+    return {Tag.APPROVAL_STATUS: "approved", Tag.APPROVAL_BY: actor, Tag.APPROVAL_AT: at.isoformat(),
+            Tag.APPROVAL_REASON: "ok", Tag.REVIEW_DUE: (at + timedelta(days=days)).date().isoformat()}
 
 
 # --- the ledger's rows: the database itself refuses to change them -------------------------------------------
@@ -127,7 +157,7 @@ def test_sqlite_refuses_editing_or_deleting_ledger_rows(home, sql):
             con.execute(sql)
     con.close()
     with Ledger() as led:
-        assert [e.action for e in led.events()] == ["registered", "revoked"] and led.verify().ok
+        assert [e.action for e in led.events(model=MODEL)] == ["registered", "revoked"] and led.verify().ok
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +213,7 @@ def test_a_postgres_ledger_without_its_triggers_is_a_high_finding(postgres):  # 
 # --- decisions: rules checked inside the write ---------------------------------------------------------------
 
 
-def test_a_revoke_racing_a_review_wins_and_the_review_is_refused(home, adapter, approvers, cli, monkeypatch):
+def test_a_revoke_racing_a_review_wins_and_the_review_is_refused(home, adapter, cli, monkeypatch):
     """bob revokes (through the CLI) between alice's review being checked and being written: compare-and-swap
     on the version's last event refuses the review, and revoked stays final."""
     v = registered(adapter)
@@ -192,28 +222,28 @@ def test_a_revoke_racing_a_review_wins_and_the_review_is_refused(home, adapter, 
     def revoke_in_between(*args, **kwargs):
         checked(*args, **kwargs)
         monkeypatch.setattr(approvals, "require_decider", checked)
-        assert cli(["revoke", MODEL, v, "--reason", "leaked data", "--as", "bob"]) == 0
+        assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
 
     monkeypatch.setattr(approvals, "require_decider", revoke_in_between)
-    assert cli(["review", MODEL, v, "--reason", "still fine", "--as", "alice"]) == 2
+    assert cli(["review", MODEL, v, "--reason", "still fine", *key("alice")]) == 2
     with Ledger() as led:
         assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered", "approved", "revoked"]
     assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "revoked"
-    assert cli(["review", MODEL, v, "--reason", "again", "--as", "alice"]) == 2  # revoked is final
+    assert cli(["review", MODEL, v, "--reason", "again", *key("alice")]) == 2  # revoked is final
     assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION) is None
 
 
 # --- MLflow tags are never facts ---------------------------------------------------------------------------
 
 
-def test_a_version_made_in_mlflow_with_passing_gate_tags_cannot_be_approved(home, adapter, approvers, cli):
+def test_a_version_made_in_mlflow_with_passing_gate_tags_cannot_be_approved(home, adapter, cli):
     c = plain_client()
     run = c.create_run(c.create_experiment("forged")).info.run_id
     c.create_registered_model(MODEL)
     mv = c.create_model_version(MODEL, source=f"runs:/{run}/adapter", run_id=run,
                                 tags=fact_tags(adapter) | {Tag.APPROVAL_STATUS: "pending"})
     v = str(mv.version)
-    assert cli(["approve", MODEL, v, "--reason", "gates passed", "--as", "alice"]) == 2
+    assert cli(["approve", MODEL, v, "--reason", "gates passed", *key("alice")]) == 2
     assert cli(["verify", MODEL, v]) == 2
     assert any("no ledger events" in m for m in high_findings(v))
     with Ledger() as led:
@@ -231,7 +261,7 @@ def test_an_edited_lineage_tag_is_refused_by_verify_and_named_by_the_audit(home,
         assert record.lineage[tag] == fact_tags(adapter)[tag]
 
 
-def test_a_recreated_model_does_not_inherit_the_old_version_1s_approval(home, adapter, approvers, cli):
+def test_a_recreated_model_does_not_inherit_the_old_version_1s_approval(home, adapter, cli):
     v = registered(adapter)
     c = plain_client()
     old = c.get_model_version(MODEL, v)
@@ -242,7 +272,7 @@ def test_a_recreated_model_does_not_inherit_the_old_version_1s_approval(home, ad
     assert str(new.version) == v
     c.set_registered_model_alias(MODEL, ALIAS_CHAMPION, v)
     assert cli(["verify", MODEL, v]) == 2
-    assert cli(["approve", MODEL, v, "--reason", "same as before", "--as", "alice"]) == 2
+    assert cli(["approve", MODEL, v, "--reason", "same as before", *key("alice")]) == 2
     assert any("not the version the ledger registered" in m for m in high_findings(v))
 
 
@@ -272,13 +302,13 @@ def test_an_edited_tokenizer_file_of_the_base_is_a_base_mismatch(home, adapter, 
     assert cli(["verify", MODEL, v]) == 2
 
 
-def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, approvers, cli):
+def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, cli):
     """An insider points alias champion at a pending version; a refused decision leaves it there (it does not
     "repair" anything), verify of the champion refuses it and the audit names the disagreement."""
     registered(adapter)
     pending = registered(adapter, approve=False)
     plain_client().set_registered_model_alias(MODEL, ALIAS_CHAMPION, pending)
-    assert cli(["approve", MODEL, pending, "--reason", "mine", "--as", "carol"]) == 2  # carol: the requester, off the allow-list
+    assert cli(["approve", MODEL, pending, "--reason", "mine", *key("carol")]) == 2  # carol: the requester
     assert str(registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION).version) == pending
     assert cli(["verify", f"{MODEL}@{ALIAS_CHAMPION}"]) == 2
     assert any("alias champion" in m for m in high_findings(pending))
@@ -287,38 +317,98 @@ def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, appr
 # --- limits ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("days", ["36500", "99999999", "0", "ten"])
-def test_a_review_period_from_the_environment_has_an_upper_bound(home, adapter, approvers, cli, monkeypatch,
-                                                                 capsys, days):
+def test_the_review_period_is_the_signed_policys_never_the_environments(home, adapter, cli, monkeypatch):
     v = registered(adapter, approve=False)
-    monkeypatch.setenv("ADAPTRAIL_REVIEW_PERIOD_DAYS", days)
-    assert cli(["approve", MODEL, v, "--reason", "good", "--as", "alice"]) == 2
-    assert "1 to 366" in capsys.readouterr().err
+    monkeypatch.setenv("ADAPTRAIL_REVIEW_PERIOD_DAYS", "36500")  # ignored: the period is the policy's
+    assert cli(["approve", MODEL, v, "--reason", "good", *key("alice")]) == 0
+    due = plain_client().get_model_version(MODEL, v).tags[Tag.REVIEW_DUE]
+    assert due == (datetime.now(timezone.utc) + timedelta(days=182)).date().isoformat()
+    with pytest.raises(approvals.InputError, match="review_period_days"):  # and the policy itself is capped
+        policy_admin.apply(trust.Policy.parse({**policy_admin.current().content, "review_period_days": 36500}),
+                           P["admin"], "a decade")
+
+
+def test_a_forged_approval_row_with_a_valid_hash_does_not_count(home, adapter, cli):
+    """Attack 2: an insider with INSERT rights appends an `approved` row with a valid hash (and a decade-long
+    review): it carries no signature, so it does not count: the version stays pending, verify refuses, a later
+    decision does not mirror it to MLflow, and the audit names it as critical."""
+    v = registered(adapter, approve=False)
+    insert_row(home, v, "approved", "alice", {"tags": approved_tags("alice", days=3650)})
+    assert cli(["verify", MODEL, v]) == 2
+    assert ("critical", "unsigned-event", v) in audit_findings()
+    assert any("is not signed" in m for m in high_findings(v))
+    other = registered(adapter)  # an honest decision on another version reconciles: the forged row stays inert
+    assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION).version == int(other)
+    assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "pending"
+
+
+@pytest.mark.parametrize("how", ["outsider-key", "requester-own-key", "replayed", "backdated", "policy-by-approver"])
+def test_signed_rows_written_around_the_decision_code_do_not_count(home, adapter, cli, tmp_path, how):
+    """Attacks 1 and 2 with a key in hand: a row signed by a key outside the policy; by the requester's own approver
+    key for their own run (separation of duties holds in the ledger, not only in the CLI); another version's valid
+    signature copied onto this one; a validly signed row dated before the head; a policy change signed by an
+    approver instead of an admin. None counts, verify refuses, the audit reports it as critical."""
+    v = registered(adapter, approve=False)
+    with Ledger() as led:
+        t = trust.read(led)
+    signer, actor, version, at = P["carol"], "carol", v, datetime.now(timezone.utc)
+    if how == "outsider-key":
+        signer, actor = keys.keygen(tmp_path / "mallory", "mallory"), "alice"
+    elif how == "replayed":
+        first = registered(adapter)  # alice's valid approval of another version
+        with Ledger() as led:
+            event = led.events(model=MODEL, version=first)[-1]
+        insert_row(home, v, "approved", "alice", event.extra, at=datetime.fromisoformat(event.at[:-1] + "+00:00"))
+    elif how == "backdated":
+        signer, actor, at = P["alice"], "alice", datetime.now(timezone.utc) - timedelta(days=3)
+    if how == "policy-by-approver":
+        content = policy_admin.current().content
+        mallory = keys.keygen(tmp_path / "mallory", "mallory")
+        content["people"]["mallory"] = {"roles": ["approver"], "keys": [keys.public_line(mallory.public)]}
+        d = trust.draft(t, "(policy)", "policy", "policy", "carol", "adding a friend", "",
+                        {"policy": content, "policy_digest": trust.Policy.parse(content).digest}, at)
+        insert_row(home, "policy", "policy", "carol", {**d.fields["extra"], "signature": P["carol"].sign(d.statement)})
+        with Ledger() as led:
+            assert "mallory" not in trust.read(led).policy.content["people"]  # the forged policy is inert
+        assert ("critical", "unsigned-event", "policy") in audit_findings()
+        return
+    if how != "replayed":
+        d = trust.draft(t, MODEL, version, "approved", actor, "ok", "", {"tags": approved_tags(actor)}, at)
+        insert_row(home, version, "approved", actor, {**d.fields["extra"], "signature": signer.sign(d.statement)},
+                   at=at)
+    assert cli(["verify", MODEL, v]) == 2
+    assert ("critical", "unsigned-event", v) in audit_findings()
+    assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "pending"
+
+
+def test_identity_claims_and_environment_allow_lists_decide_nothing(home, adapter, cli, monkeypatch, capsys):
+    """Attack 1: carol (an approver, and the requester) claims to be alice and brings her own allow-list: the key
+    names her, whatever the environment, a config or a flag says."""
+    v = registered(adapter, approve=False)
+    monkeypatch.setenv("ADAPTRAIL_USER", "alice")
+    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "carol,alice")
+    with pytest.raises(SystemExit):
+        cli(["approve", MODEL, v, "--reason", "mine", "--as", "alice", *key("carol")])  # no such flag any more
+    assert cli(["approve", MODEL, v, "--reason", "mine", *key("carol")]) == 2
+    assert "refused (separation-of-duties)" in capsys.readouterr().err
+    assert cli(["approve", MODEL, v, "--reason", "mine", *key("erin")]) == 2  # a key without the approver role
     with Ledger() as led:
         assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered"]
 
 
-def test_a_forged_approval_row_with_a_decade_long_review_period_is_a_high_finding(home, adapter):
-    """An insider with INSERT rights writes an approval row with a valid hash (the hash is public arithmetic):
-    whatever else it claims, the audit checks the review date against the approval time itself."""
-    v = registered(adapter, approve=False)
-    with Ledger() as led:
-        head = led.head()
-    at = datetime.now(timezone.utc) - timedelta(days=1)
-    tags = {Tag.APPROVAL_STATUS: "approved", Tag.APPROVAL_BY: "alice", Tag.APPROVAL_AT: at.isoformat(),
-            Tag.APPROVAL_REASON: "ok", Tag.REVIEW_DUE: (at + timedelta(days=3650)).date().isoformat()}
-    row = {"seq": head.seq + 1, "at": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "model": MODEL, "version": v,
-           "action": "approved", "actor": "alice", "reason": "ok", "evidence_digest": "", "prev_hash": head.hash,
-           "extra": {"tags": tags}}
-    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    row["hash"] = hashlib.sha256(canonical.encode()).hexdigest()
-    con = sqlite3.connect(home / "ledger.db")
-    with con:
-        con.execute("INSERT INTO approval_ledger VALUES (:seq, :at, :model, :version, :action, :actor, :reason, "
-                    ":evidence_digest, :prev_hash, :hash, :extra)",
-                    {**row, "extra": json.dumps(row["extra"], sort_keys=True, separators=(",", ":"))})
-    con.close()
-    assert ("high", "review-period-too-long", v) in audit_findings()
+def test_keys_rotate_and_a_revoked_key_signs_nothing_new(home, adapter, cli, tmp_path):
+    """alice's key is revoked (rotation): her earlier approval still verifies; a decision with the old key is
+    refused; her new key works once the admin adds it."""
+    v1 = registered(adapter)
+    assert cli(["policy", "revoke-key", "alice", P["alice"].key_id, *key("admin")]) == 0
+    assert cli(["verify", MODEL, v1]) == 0  # signed before the revocation: still counts
+    v2 = registered(adapter, approve=False)
+    assert cli(["approve", MODEL, v2, "--reason", "old key", *key("alice")]) == 2
+    new = keys.keygen(tmp_path / "alice-2026", "alice")
+    assert cli(["policy", "add", "alice", "--role", "approver", "--pubkey", f"{new.source}.pub", *key("admin")]) == 0
+    assert cli(["approve", MODEL, v2, "--reason", "new key", "--key", new.source]) == 0
+    assert cli(["verify", MODEL, v2]) == 0
+    assert not [f for f in audit_findings() if f[0] in ("critical", "high")]
 
 
 def test_an_audit_dated_in_the_future_is_refused(home, adapter):
@@ -329,7 +419,7 @@ def test_an_audit_dated_in_the_future_is_refused(home, adapter):
     with pytest.raises(Exception, match="is in the future"):
         compliance_audit.fn(now=datetime.now(timezone.utc) + timedelta(days=400))
     with Ledger() as led:
-        assert [e.action for e in led.events()] == ["registered", "approved"]
+        assert [e.action for e in led.events()] == ["policy", "registered", "approved"]
 
 
 def test_config_values_have_upper_bounds(cli, capsys):
@@ -345,10 +435,11 @@ def test_config_values_have_upper_bounds(cli, capsys):
 def test_spreadsheet_formulas_and_markdown_in_names_and_reasons_are_neutralised(home, adapter, cli, monkeypatch,
                                                                                 tmp_path):
     formula = '=HYPERLINK("http://evil.example")'
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", f"alice,{formula}")
+    named = keys.keygen(tmp_path / "formula", "formula")
+    policy_admin.add_person(formula, "approver", keys.public_line(named.public), P["admin"])  # a careless admin
     v = registered(adapter, approve=False)
     reason = "looks good [click](http://evil.example) <img src=x onerror=alert(1)> | injected"
-    assert cli(["approve", MODEL, v, "--reason", reason, "--as", formula]) == 0
+    assert cli(["approve", MODEL, v, "--reason", reason, "--key", named.source]) == 0
     assert cli(["audit", "--out", str(tmp_path / "audit")]) == 0
     rows = list(csv.DictReader((tmp_path / "audit" / "audit.csv").open()))
     assert all(not str(cell).startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
@@ -375,13 +466,13 @@ def test_compare_and_swap_holds_on_postgres_too(pg_ledger):
 # --- checkpoints outside the database: truncation and rewrites show --------------------------------------------
 
 
-def test_removing_the_last_ledger_rows_is_a_critical_finding(home, adapter, approvers, cli):
+def test_removing_the_last_ledger_rows_is_a_critical_finding(home, adapter, cli):
     """The owner of the SQLite file drops the triggers and deletes the revocation at the end of the chain: the chain
     still verifies, but the checkpoint written when the revocation was appended no longer matches."""
     from tests.builders import tamper_sqlite
 
     v = registered(adapter)
-    assert cli(["revoke", MODEL, v, "--reason", "leaked data", "--as", "bob"]) == 0
+    assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
     tamper_sqlite(home / "ledger.db", "DELETE FROM approval_ledger WHERE action = 'revoked'")
     with Ledger() as led:
         assert led.verify().ok  # a shorter chain is still a valid chain
@@ -420,9 +511,9 @@ def test_a_missing_emptied_or_replaced_checkpoint_store_is_a_high_finding(home, 
     assert ("high", "ledger-checkpoint", "") in audit_findings()
 
 
-def test_the_honest_path_leaves_no_checkpoint_finding(home, adapter, approvers, cli, tmp_path):
+def test_the_honest_path_leaves_no_checkpoint_finding(home, adapter, cli, tmp_path):
     v = registered(adapter)
-    assert cli(["review", MODEL, v, "--reason", "semiannual", "--as", "bob"]) == 0
+    assert cli(["review", MODEL, v, "--reason", "semiannual", *key("bob")]) == 0
     assert not [f for f in audit_findings() if f[1] == "ledger-checkpoint"]
     assert cli(["audit", "--out", str(tmp_path / "a1")]) == 0
     assert cli(["audit", "--out", str(tmp_path / "a2")]) == 0  # the first audit's MLflow run is a checkpoint too

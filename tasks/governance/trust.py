@@ -26,6 +26,7 @@ from typing import Any
 
 from tasks.core.canonical import canonical_json
 from tasks.core.errors import InputError
+from tasks.core.names import Tag
 from tasks.core.state import home
 from tasks.governance import keys
 from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, normalised_fields
@@ -115,7 +116,23 @@ def _problem(t: Trust, e: LedgerEvent, latest_at: str, revocations: dict[str, st
         return _policy_problem(t, e, revocations)
     if t.policy is None:
         return ""  # before signing: counted, marked unsigned
-    return _signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
+    return (_signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
+            or _rule_problem(t, e))
+
+
+def _rule_problem(t: Trust, e: LedgerEvent) -> str:
+    """Rules a validly signed event must still keep (a signed row inserted around the decision code): nobody
+    approves their own run, and nothing approves a revoked version."""
+    if e.action not in ("approved", "reviewed", "overridden"):
+        return ""
+    own = t.events(e.model, e.version)
+    registered = next((x for x in own if x.action == "registered"), None)
+    requester = str((registered.extra.get("tags") or {}).get(Tag.REQUESTED_BY, "")) if registered else ""
+    if requester and requester.strip().casefold() == e.actor.strip().casefold():
+        return f"{e.actor!r} approves their own run (separation of duties)"
+    if any(x.action == "revoked" for x in own):
+        return "it approves a revoked version (revoked is final)"
+    return ""
 
 
 def _policy_problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
