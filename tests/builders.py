@@ -77,3 +77,16 @@ def setup_people(home: Path, approvers: tuple[str, ...] = APPROVERS, review_peri
     policy = Policy.parse({"review_period_days": review_period_days, "people": people}, "test policy")
     policy_admin.apply(policy, signers["admin"], "test policy", now=at)
     return signers
+
+
+def people_now() -> dict[str, Any]:
+    """The test people for a state directory a flow has already written to (its first events are unsigned, before
+    the policy): the policy is applied now, once; later calls load the same keys."""
+    from tasks.core.state import home
+    from tasks.governance import keys, policy_admin
+
+    root = home()
+    if policy_admin.current() is None:
+        return setup_people(root, at=datetime.now(timezone.utc))
+    return {p.name if p.name != "service" else "pipeline": keys.load_signer(p)
+            for p in (root / "keys").iterdir() if not p.name.endswith(".pub")}

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.builders import people_now
 import torch
 
 from tasks.data.lm import load_lm_splits
@@ -243,8 +245,7 @@ def test_causal_lm_flow_trains_registers_and_loads_for_generation(prefect_harnes
 
     tags = client().get_model_version(model, version).tags
     assert not [t for t in ALL_TAGS if not tags.get(t)] and tags[Tag.PEFT_METHOD] == "lora"
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
-    approvals.approve(model, version, "reviewer", "tiny causal LM, gates passed")
+    approvals.approve(model, version, people_now()["reviewer"], "tiny causal LM, gates passed")
     assert verify(f"{model}@champion").ok
     loaded = load_verified(f"{model}@champion")
     out = loaded.generate(["Which team should handle this ticket? my parcel never arrived"])

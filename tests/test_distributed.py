@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.builders import people_now
+
 from tasks.core.config import TrainingConfig
 from tasks.core.config_files import load_config
 from tasks.steps.distributed import DistributedTrainingFailed, launch, resolve_backend, threads_per_process
@@ -123,8 +125,7 @@ def test_two_gloo_processes_register_the_same_adapter_format_and_tags_as_one(
     assert ranks[0]["real_tokens"] > 0 and ranks[1]["real_tokens"] > 0
     assert stats["real_tokens"] == ranks[0]["real_tokens"] + ranks[1]["real_tokens"]
 
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
-    approvals.approve(name, "2", "reviewer", "two-process adapter reviewed")
+    approvals.approve(name, "2", people_now()["reviewer"], "two-process adapter reviewed")
     report = loader.verify(f"{name}@champion")
     assert report.ok and report.version == "2", report.to_text()
     preds = loader.predict(f"{name}@champion", list(tickets["text"].head(3)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.builders import people_now
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
@@ -140,8 +142,7 @@ def test_a_worse_second_run_fails_the_regression_gate_against_the_approved_champ
                "gates.bias.min_disparate_impact_ratio=0.0", "gates.bias.max_counterfactual_flip_rate=1.0",
                "gates.bias.max_counterfactual_prob_change=1.0"]
     assert main(_args(tickets_csv, tiny_bert, "training.epochs=4", *lenient)) == 0, capsys.readouterr().out
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
-    approvals.approve("support-ticket-router", "1", "reviewer", "first adapter, gates passed")
+    approvals.approve("support-ticket-router", "1", people_now()["reviewer"], "first adapter, gates passed")
     assert str(_client().get_model_version_by_alias("support-ticket-router", "champion").version) == "1"
 
     code = main(_args(tickets_csv, tiny_bert, "training.max_steps=2", "training.learning_rate=0.0001", *lenient))
@@ -169,8 +170,7 @@ def test_an_unloadable_champion_fails_the_comparison_instead_of_passing_it_silen
     from tasks.governance import approvals
 
     assert main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES)) == 0, capsys.readouterr().out
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
-    approvals.approve("support-ticket-router", "1", "reviewer", "first adapter")
+    approvals.approve("support-ticket-router", "1", people_now()["reviewer"], "first adapter")
     stored = _client().get_model_version("support-ticket-router", "1").source.removeprefix("file://")
     weights = next(p for p in __import__("pathlib").Path(stored).rglob("adapter_model.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+
+from tests.builders import people_now
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -208,8 +210,7 @@ def test_flow_registers_every_method_and_the_approved_version_verifies_and_predi
     mv = registry.client().get_model_version(name, "1")
     assert mv.tags[Tag.PEFT_METHOD] == case
     assert int(mv.tags[Tag.PEFT_TRAINABLE_PARAMS]) > 0
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "reviewer")
-    approvals.approve(name, "1", "reviewer", f"{case} adapter reviewed")
+    approvals.approve(name, "1", people_now()["reviewer"], f"{case} adapter reviewed")
     report = loader.verify(f"{name}@champion")
     assert report.ok, report.to_text()
     texts = list(tickets["text"].head(5))

@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from tests.builders import people_now
 from sqlalchemy import create_engine, text
 
 from flows.serve import Server, start, stop, wait_until_up
@@ -197,7 +199,9 @@ def test_the_flow_registered_through_the_mlflow_server_with_the_ledger_on_the_sa
     for key in ("ADAPTRAIL_HOME", "MLFLOW_TRACKING_URI", "ADAPTRAIL_LEDGER_URL"):
         monkeypatch.setenv(key, run[key])
     monkeypatch.delenv("ADAPTRAIL_ARTIFACT_ROOT", raising=False)
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,bob")
-    extra = [] if run["code"] == 0 else ["--override", "--second-approver", "bob"]
-    assert cli(["approve", model, str(version.version), "--reason", "reviewed", "--as", "alice", *extra]) == 0
+    people = people_now()  # a signed policy in the PostgreSQL ledger; alice (and bob, when gates failed) sign
+    for name in ("alice", "bob") if run["code"] else ("alice",):
+        extra = ["--override"] if run["code"] else []
+        assert cli(["approve", model, str(version.version), "--reason", "reviewed", "--key", people[name].source,
+                    *extra]) == 0
     assert cli(["verify", f"{model}@champion"]) == 0, capsys.readouterr()

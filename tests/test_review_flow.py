@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -13,6 +15,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 
 from flows.review_adapter import request_approval, review_adapter
+from tests.builders import setup_people
 from tasks.governance import approvals
 from tasks.governance import registry
 from tasks.core.config import ApprovalConfig
@@ -25,9 +28,13 @@ MODEL = "router"
 NOW = datetime.now(timezone.utc)
 
 
+P: dict = {}  # name -> Signer of the test policy
+
+
 @pytest.fixture
-def home(home, monkeypatch):
-    monkeypatch.setenv("ADAPTRAIL_APPROVERS", "alice,bob,carol")
+def home(home):
+    P.clear()
+    P.update(setup_people(home))
     return home
 
 
@@ -46,13 +53,14 @@ def seed() -> str:
     return str(mv.version)
 
 
-def paused_run(thread: threading.Thread, out: dict, timeout: float = 90):
-    """The paused review_adapter flow run, once it is waiting for input."""
+def paused_run(thread: threading.Thread, out: dict, timeout: float = 90, after: set | None = None):
+    """The paused review_adapter flow run, once it is waiting for input (a pause other than those in ``after``)."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline and thread.is_alive():
             runs = client.read_flow_runs(flow_filter=FlowFilter(name={"any_": ["review_adapter"]}),
                                          flow_run_filter=FlowRunFilter(state={"type": {"any_": ["PAUSED"]}}))
+            runs = [r for r in runs if r.state.state_details.pause_key not in (after or set())]
             if runs:
                 return runs[0]
             time.sleep(0.3)
@@ -73,7 +81,19 @@ def in_background(fn, *args, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, out
 
 
-def test_the_pause_form_round_trips_and_the_decision_lands_in_ledger_and_tags(prefect_harness, home):
+def answer_and_get_statement(thread, out, answer: dict):
+    """Resume the first form with ``answer``; return the second pause (the signing request) and its statement."""
+    run = paused_run(thread, out)
+    first_key = run.state.state_details.pause_key
+    resume_flow_run(run.id, run_input=answer)
+    run = paused_run(thread, out, after={first_key})
+    description = read_flow_run_input(run.state.state_details.run_input_keyset["description"], run.id)
+    statement = re.search(r"adaptrail sign --key \S+ (\S+)", description).group(1)
+    return run, description, statement
+
+
+def test_the_pause_form_round_trips_and_a_signed_decision_lands_in_ledger_and_tags(prefect_harness, home, cli,
+                                                                                     capsys):
     v = seed()
     thread, out = in_background(review_adapter, MODEL, v, timeout_seconds=120, poll_interval_seconds=1)
     run = paused_run(thread, out)
@@ -82,7 +102,12 @@ def test_the_pause_form_round_trips_and_the_decision_lands_in_ledger_and_tags(pr
     assert f"## Review {MODEL} v{v}" in description and "| bias | passed |" in description
     assert "| test_macro_f1 | 0.8100 | n/a | n/a |" in description and "requested by **carol**" in description
 
-    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "bob", "reason": "evidence is solid"})
+    run, description, statement = answer_and_get_statement(
+        thread, out, {"decision": "approve", "approver": "bob", "reason": "evidence is solid"})
+    assert '"actor": "bob"' in description and '"reason": "evidence is solid"' in description
+    assert cli(["sign", statement, "--key", P["bob"].source]) == 0  # what bob runs on his machine
+    signature = capsys.readouterr().out.strip()
+    resume_flow_run(run.id, run_input={"signature": signature})
     thread.join(60)
     assert "error" not in out, out.get("error")
     assert out["result"]["action"] == "approved" and out["result"]["actor"] == "bob"
@@ -94,12 +119,31 @@ def test_the_pause_form_round_trips_and_the_decision_lands_in_ledger_and_tags(pr
     assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION).version == int(v)
 
 
+@pytest.mark.parametrize("signed_by", ["nobody", "alice"])
+def test_a_form_submission_without_the_approvers_valid_signature_is_refused(prefect_harness, home, signed_by):
+    """A garbage signature, or alice's valid signature of bob's statement: the run fails, nothing is recorded."""
+    v = seed()
+    thread, out = in_background(review_adapter, MODEL, v, timeout_seconds=120, poll_interval_seconds=1,
+                                return_state=True)
+    run, _, statement = answer_and_get_statement(
+        thread, out, {"decision": "approve", "approver": "bob", "reason": "evidence is solid"})
+    signature = "bm90IGEgc2lnbmF0dXJl" if signed_by == "nobody" else P["alice"].sign(base64.b64decode(statement))
+    resume_flow_run(run.id, run_input={"signature": signature})
+    thread.join(60)
+    state = out["result"]
+    assert state.is_failed() and "refused (signature)" in state.message, state.message
+    with Ledger() as led:
+        assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered"]
+    assert registry.client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "pending"
+
+
 def test_a_refused_answer_fails_the_run_and_changes_nothing(prefect_harness, home):
     v = seed()
     thread, out = in_background(review_adapter, MODEL, v, timeout_seconds=120, poll_interval_seconds=1,
                                 return_state=True)
     run = paused_run(thread, out)
-    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "carol", "reason": "my own work"})
+    resume_flow_run(run.id, run_input={"decision": "approve", "approver": "carol", "reason": "my own work"})  # refused
+    # before any statement is shown: the rules are checked first
     thread.join(60)
     state = out["result"]
     assert state.is_failed() and "separation-of-duties" in state.message
@@ -109,7 +153,7 @@ def test_a_refused_answer_fails_the_run_and_changes_nothing(prefect_harness, hom
 
 def test_the_in_flow_step_times_out_leaving_the_version_pending(prefect_harness, home):
     v = seed()
-    outcome = request_approval(MODEL, v, ApprovalConfig(timeout_seconds=2), review_period_days=182)
+    outcome = request_approval(MODEL, v, ApprovalConfig(timeout_seconds=2))
     assert outcome["action"] is None and outcome["status"] == "pending"
     assert "stays pending" in outcome["message"]
     with Ledger() as led:
