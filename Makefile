@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## run the main flow (train_adapter) on the default config and the embedded example data
-run: $(STAMP)
+run: $(STAMP)  ## first time: `adaptrail init` sets up the keys and the signed policy
+	$(BIN)/adaptrail init
 	$(BIN)/adaptrail run --config $(CONFIG) $(ARGS)
 
 ## the whole suite: unit tests, whole-flow integration tests, real-data tests (skip when ../shared/data is absent)
