@@ -181,3 +181,14 @@ def test_an_unloadable_champion_fails_the_comparison_instead_of_passing_it_silen
     v2 = _client().get_model_version("support-ticket-router", "2")
     assert v2.tags[Tag.GATE_REGRESSION] == "failed" and v2.tags[Tag.GATE_BIAS] == "failed"
     assert "champion v1 could not be loaded" in out and "adapter digest mismatch" in out
+
+    # unless the signed policy says to skip it: then the comparison is skipped and the run says why
+    from tasks.core.names import RUN_TAG_CHAMPION_SKIPPED
+    from tasks.governance import policy_admin
+    from tasks.governance.policy import Policy
+
+    skip = Policy.parse(policy_admin.current().content | {"skip_unloadable_champion": True})
+    policy_admin.apply(skip, people_now()["admin"], "skip the broken champion until it is repaired")
+    assert main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES)) == 0, capsys.readouterr().out
+    v3 = _client().get_model_version("support-ticket-router", "3")
+    assert "champion v1 could not be loaded" in _client().get_run(v3.run_id).data.tags[RUN_TAG_CHAMPION_SKIPPED]

@@ -517,3 +517,23 @@ def test_the_honest_path_leaves_no_checkpoint_finding(home, adapter, cli, tmp_pa
     assert not [f for f in audit_findings() if f[1] == "ledger-checkpoint"]
     assert cli(["audit", "--out", str(tmp_path / "a1")]) == 0
     assert cli(["audit", "--out", str(tmp_path / "a2")]) == 0  # the first audit's MLflow run is a checkpoint too
+
+
+def test_checkpoints_are_signed_and_a_forged_line_is_reported_not_believed(home, adapter, tmp_path):
+    """Every checkpoint line carries the service key's signature; a line signed by a key outside the policy (an
+    insider who can append to the store) is a high finding and is not compared (no false truncation alarm)."""
+    from tasks.governance import checkpoints
+
+    registered(adapter)
+    store = home / "checkpoints.jsonl"
+    lines = [json.loads(x) for x in store.read_text().splitlines()]
+    assert lines and all(keys.signature_problem(P["pipeline"].public, checkpoints.Checkpoint(
+        x["ledger"], x["seq"], x["head_hash"], x["at"], x["by"]).statement, x["signature"]) == "" for x in lines)
+    mallory = keys.keygen(tmp_path / "mallory", "mallory")
+    fake = checkpoints.Checkpoint(lines[0]["ledger"], 99, "0" * 64, lines[-1]["at"], "append")
+    with store.open("a") as f:
+        f.write(json.dumps({**json.loads(fake.statement), "signature": mallory.sign(fake.statement)}) + "\n")
+    found = audit.collect(rehash=False)
+    audit.assess(found)
+    messages = [(f.severity, f.message) for f in found.findings if f.code == "ledger-checkpoint"]
+    assert [s for s, _ in messages] == ["high"] and "not in the policy" in messages[0][1]

@@ -88,3 +88,4 @@ ADAPTER_METADATA = "adaptrail.json"
 RUN_TAG_FLOW_RUN_ID = TAG_PREFIX + "flow_run_id"
 RUN_TAG_STAGE = TAG_PREFIX + "stage"
 RUN_TAG_CHAMPION = TAG_PREFIX + "compared_with_champion"  # the champion version the gates compared against
+RUN_TAG_CHAMPION_SKIPPED = TAG_PREFIX + "champion_skipped"  # why an unloadable champion was skipped (policy)

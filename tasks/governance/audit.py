@@ -124,8 +124,9 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
         chain = led.verify()
         guards = led.missing_guards()
         ledger_id = (led.hashes() or {}).get(1, "")
-        critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id))
         t = trust.read(led)
+        critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id), known_key=lambda key: (
+            t.policy is not None and t.policy.holder(key) is not None))
     events = t.events(model=model)
     by_model: dict[str, list[LedgerEvent]] = {}
     for e in events:

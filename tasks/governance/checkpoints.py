@@ -5,17 +5,22 @@ Every append writes ``(ledger, seq, head hash)`` to a checkpoint file (``ADAPTRA
 the head it saw. An audit checks that each earlier checkpoint's head is still in the chain at its seq. A ledger is
 named by the hash of its first row, so one file can serve several ledgers (tests, a staging and a production one).
 A ledger with events but no checkpoint in the store is itself a finding: a store that was removed, emptied or
-replaced must not pass for a first audit.
+replaced must not pass for a first audit. Each line is signed by the pipeline's service key where this process has
+it; a line whose signature is not by a key of the policy is reported (a forged line) and not compared.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tasks.core.canonical import canonical_json
 from tasks.core.state import home
+from tasks.governance import keys
 
 ENV_CHECKPOINTS = "ADAPTRAIL_CHECKPOINTS"
 
@@ -27,6 +32,12 @@ class Checkpoint:
     head_hash: str
     at: str
     by: str  # what wrote it: "append" or "audit" (or where it was read from)
+    signature: str = ""  # SSHSIG of the other fields' canonical JSON ("" for unsigned or MLflow-held ones)
+
+    @property
+    def statement(self) -> bytes:
+        return canonical_json({"ledger": self.ledger, "seq": self.seq, "head_hash": self.head_hash, "at": self.at,
+                               "by": self.by}).encode("ascii")
 
 
 def store_path() -> Path:
@@ -37,8 +48,10 @@ def record(ledger: str, seq: int, head_hash: str, at: str, by: str) -> None:
     """Append one checkpoint line and flush it to disk (O_APPEND: concurrent writers do not interleave lines)."""
     path = store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"ledger": ledger, "seq": seq, "head_hash": head_hash, "at": at, "by": by},
-                      sort_keys=True) + "\n"
+    cp = Checkpoint(ledger, seq, head_hash, at, by)
+    signer = keys.service_signer(create=False)
+    signature = signer.sign(cp.statement) if signer is not None else ""
+    line = json.dumps({**json.loads(cp.statement), "signature": signature}, sort_keys=True) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode("utf-8"))
@@ -58,18 +71,23 @@ def read(ledger: str) -> list[Checkpoint] | None:
             data = json.loads(line)
             if data.get("ledger") == ledger:
                 out.append(Checkpoint(data["ledger"], int(data["seq"]), str(data["head_hash"]), str(data["at"]),
-                                      str(data["by"])))
+                                      str(data["by"]), str(data.get("signature") or "")))
         except (ValueError, KeyError, TypeError):
             continue  # a damaged line is not a checkpoint; the others still count
     return out
 
 
-def problems(hashes: dict[int, str], stored: list[Checkpoint] | None, elsewhere: list[Checkpoint] = ()
-             ) -> tuple[list[str], list[str]]:
+def problems(hashes: dict[int, str], stored: list[Checkpoint] | None, elsewhere: list[Checkpoint] = (),
+             known_key: Callable[[Any], bool] | None = None) -> tuple[list[str], list[str]]:
     """(critical, high) problems of a chain (seq -> hash, as stored now) against the store's checkpoints and those
     kept elsewhere (earlier audits): a head no longer in the chain is critical; a non-empty ledger without any
-    checkpoint in the store is high."""
+    checkpoint in the store is high; a signed line not signed by a ``known_key`` (the policy's) is high, not used."""
     critical, high = [], []
+    if known_key is not None and stored:
+        forged = [cp for cp in stored if cp.signature and _signature_problem(cp, known_key)]
+        high += [f"the checkpoint line for seq {cp.seq} written at {cp.at} ({cp.by}) "
+                 f"{_signature_problem(cp, known_key)}: a forged line, not used" for cp in forged]
+        stored = [cp for cp in stored if cp not in forged]
     if hashes and not stored:
         high.append(f"the checkpoint store {store_path()} is missing, or holds no checkpoint of this ledger, although "
                     f"the ledger has {len(hashes)} events: the store was removed, emptied or replaced (or the ledger "
@@ -85,3 +103,14 @@ def problems(hashes: dict[int, str], stored: list[Checkpoint] | None, elsewhere:
                             f"({cp.by}) saw: the ledger was rewritten from there")
             break
     return critical, high
+
+
+def _signature_problem(cp: Checkpoint, known_key: Callable[[Any], bool]) -> str:
+    try:
+        public = keys.signature_key(cp.signature)
+    except (ValueError, TypeError):
+        return "has a malformed signature"
+    if not known_key(public):
+        return f"is signed by key {keys.key_id(public)}, which is not in the policy"
+    bad = keys.signature_problem(public, cp.statement, cp.signature)
+    return f"has a signature that does not verify ({bad})" if bad else ""

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tasks.core.errors import InputError
+from tasks.core.state import home
 
 NAMESPACE = "adaptrail"
 _MAGIC = b"SSHSIG"
@@ -186,3 +187,24 @@ def keygen(path: str | Path, comment: str) -> Signer:
                                   serialization.NoEncryption()))
     public_path.write_text(public_line(key.public_key(), comment) + "\n", encoding="utf-8")
     return Signer(key, str(private_path))
+
+
+ENV_SERVICE_KEY = "ADAPTRAIL_SERVICE_KEY"
+
+
+def service_key_path() -> Path:
+    return Path(os.environ.get(ENV_SERVICE_KEY) or home() / "keys" / "service").expanduser()
+
+
+def service_signer(create: bool = True) -> Signer | None:
+    """The pipeline's own key (``ADAPTRAIL_SERVICE_KEY``, default ``$ADAPTRAIL_HOME/keys/service``), created on
+    first use where it is the default path; None when absent and ``create`` is False."""
+    path = service_key_path()
+    if path.is_file():
+        return load_signer(path)
+    if not create:
+        return None
+    if os.environ.get(ENV_SERVICE_KEY):
+        raise InputError(f"{ENV_SERVICE_KEY}={path} does not exist; mount the service key there (team deployment) "
+                         "or unset it to use $ADAPTRAIL_HOME/keys/service")
+    return keygen(path, "adaptrail-service")

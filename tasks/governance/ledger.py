@@ -253,13 +253,15 @@ class Ledger:
         with self._read() as conn:
             return {r.seq: r.hash for r in conn.execute(select(ledger_table.c.seq, ledger_table.c.hash))}
 
-    def checkpoint_problems(self, extra: list[checkpoints.Checkpoint] = ()) -> tuple[list[str], list[str]]:
+    def checkpoint_problems(self, extra: list[checkpoints.Checkpoint] = (), known_key: Any = None
+                            ) -> tuple[list[str], list[str]]:
         """(critical, high): earlier checkpoints of this ledger (the store's, plus ``extra`` from elsewhere, e.g.
-        earlier audits) whose head is no longer in the chain at its seq; a missing store for a non-empty ledger."""
+        earlier audits) whose head is no longer in the chain at its seq; a missing store for a non-empty ledger;
+        store lines signed by a key ``known_key`` does not accept."""
         hashes = self.hashes()
         if not hashes:
             return [], []
-        return checkpoints.problems(hashes, checkpoints.read(hashes.get(1, "")), list(extra))
+        return checkpoints.problems(hashes, checkpoints.read(hashes.get(1, "")), list(extra), known_key)
 
     def head(self) -> LedgerEvent | None:
         """The last event of the chain (None when the ledger is empty)."""

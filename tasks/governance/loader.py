@@ -264,6 +264,7 @@ class ChampionLoad:
     run_id: str | None
     loaded: LoadedAdapter | None
     refusal: str = ""
+    skipped: bool = False  # the signed policy says an unloadable champion is skipped (not failed) by the gates
 
     @property
     def note(self) -> str:
@@ -279,7 +280,10 @@ def load_champion(model_name: str) -> ChampionLoad | None:
     try:
         loaded = load_verified(f"{model_name}/{mv.version}")
     except LoadRefused as err:
-        return ChampionLoad(str(mv.version), mv.run_id, None, err.report.reason)
+        with Ledger() as led:
+            policy = trust.read(led).policy
+        skip = policy is not None and policy.skip_unloadable_champion
+        return ChampionLoad(str(mv.version), mv.run_id, None, err.report.reason, skipped=skip)
     return ChampionLoad(str(mv.version), mv.run_id, loaded)
 
 

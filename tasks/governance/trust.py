@@ -21,18 +21,16 @@ import base64
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from tasks.core.canonical import canonical_json
 from tasks.core.errors import InputError
 from tasks.core.names import Tag
-from tasks.core.state import home
 from tasks.governance import keys
-from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, normalised_fields
+from tasks.governance.keys import ENV_SERVICE_KEY, service_key_path, service_signer  # noqa: F401
+from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, format_at, normalised_fields
 from tasks.governance.policy import POLICY_MODEL, POLICY_VERSION, Policy, revoked_since
 
-ENV_SERVICE_KEY = "ADAPTRAIL_SERVICE_KEY"
 ENV_SIGNING_KEY = "ADAPTRAIL_SIGNING_KEY"
 
 
@@ -240,22 +238,18 @@ def person_of(policy: Policy, signer: keys.Signer) -> str:
 # --- keys on this machine ----------------------------------------------------------------------------------------
 
 
-def service_key_path() -> Path:
-    return Path(os.environ.get(ENV_SERVICE_KEY) or home() / "keys" / "service").expanduser()
-
-
-def service_signer(create: bool = True) -> keys.Signer | None:
-    """The pipeline's own key (``ADAPTRAIL_SERVICE_KEY``, default ``$ADAPTRAIL_HOME/keys/service``), created on
-    first use where it is the default path; None when absent and ``create`` is False."""
-    path = service_key_path()
-    if path.is_file():
-        return keys.load_signer(path)
-    if not create:
-        return None
-    if os.environ.get(ENV_SERVICE_KEY):
-        raise InputError(f"{ENV_SERVICE_KEY}={path} does not exist; mount the service key there (team deployment) "
-                         "or unset it to use $ADAPTRAIL_HOME/keys/service")
-    return keys.keygen(path, "adaptrail-service")
+def require_service_key() -> None:
+    """Refuse (bad input) when a policy is in force and the pipeline's key may not sign registrations under it."""
+    signer = service_signer()
+    with Ledger() as led:
+        policy = read(led).policy
+    if policy is None:
+        return
+    _, why = policy.key_problem(signer.public, "registered", format_at(None))
+    if why:
+        raise InputError(f"the pipeline could not sign this run's registration: {why}. An admin adds it: `adaptrail "
+                         f"policy add pipeline --role service --pubkey {signer.source}.pub --key ADMIN_KEY` (or point "
+                         f"{ENV_SERVICE_KEY} at the service key the policy names)")
 
 
 def user_signer(path: str | None) -> keys.Signer:

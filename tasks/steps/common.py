@@ -3,6 +3,7 @@ gate, logging training and gates the same way, and the run summary."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,15 +19,17 @@ from tasks.core.config import Config
 from tasks.core.errors import ValidationFailed
 from tasks.core.lineage import flow_run_id
 from tasks.core.names import (ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION, RUN_TAG_FLOW_RUN_ID,
-                              RUN_TAG_CHAMPION, RUN_TAG_STAGE, Tag)
+                              RUN_TAG_CHAMPION, RUN_TAG_CHAMPION_SKIPPED, RUN_TAG_STAGE, Tag)
 from tasks.data.splits import DatasetSplits
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
-from tasks.governance import registry
+from tasks.governance import registry, trust
 from tasks.governance.loader import ChampionLoad, load_champion
 from tasks.training.loop import EpochCallback
 from tasks.training.model import BaseModelRef, resolve_base_model
 from tasks.training.recipe import TrainedAdapter, TrainingJob
+
+log = logging.getLogger("adaptrail")
 
 # Gates are decisions, never retried; steps run in-process and their inputs (models, frames) are not cached.
 step = task(cache_policy=NO_CACHE, retries=0)
@@ -60,8 +63,10 @@ def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requeste
              parent_run_id: str | None = None, run_name: str = "train") -> RunContext:
     """Start the MLflow run with the resolved config, params, datasets and lineage tags.
 
-    With ``parent_run_id`` the run is a child run (the method comparison nests one run per method).
+    With ``parent_run_id`` the run is a child run (the method comparison nests one run per method). Refuses first
+    when the pipeline's key could not sign the registration (before any training time is spent).
     """
+    trust.require_service_key()
     c = registry.client()
     fr = flow_run_id()
     parent = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
@@ -125,6 +130,10 @@ def log_trained(ctx: RunContext, trained: TrainedAdapter) -> TrainedAdapter:
 def load_run_champion(ctx: RunContext) -> ChampionLoad | None:
     """The model's champion through the verified loader (None when there is none yet), named on this run."""
     champ = load_champion(ctx.config.registry.model_name)
+    if champ is not None and champ.skipped:  # the signed policy's choice, noted on the run
+        log.warning("%s; skipped, as the policy says (skip_unloadable_champion)", champ.note)
+        registry.set_run_tags(registry.client(), ctx.run_id, {RUN_TAG_CHAMPION_SKIPPED: champ.note})
+        return None
     if champ is not None:
         registry.set_run_tags(registry.client(), ctx.run_id, {RUN_TAG_CHAMPION: champ.version})
     return champ
