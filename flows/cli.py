@@ -11,7 +11,7 @@ from typing import Any
 
 from flows.cli_keys import add_key_commands
 from tasks.core import state
-from tasks.core.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError
+from tasks.core.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError, InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tasks.core.config_files import load_config
 
     config = load_config(args.config, args.set)
-    summary = train_adapter_flow(config, requested_by=args.requested_by)
+    summary = train_adapter_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -45,12 +45,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_GATE_FAILED if "failed" in summary["gates"].values() else EXIT_OK
 
 
+def _signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:
+    """The run request signed with ``--key`` (or ADAPTRAIL_SIGNING_KEY); None when no key is given."""
+    import os
+
+    from tasks.core.canonical import json_sha256
+    from tasks.governance import trust
+
+    if not (args.key or os.environ.get(trust.ENV_SIGNING_KEY)):
+        return None
+    if args.requested_by:
+        raise InputError("--requested-by names an unsigned requester; with --key the key names you")
+    return trust.sign_request(trust.user_signer(args.key), json_sha256(config.model_dump(mode="json")))
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set training.epochs=1 (repeatable)")
     parser.add_argument("--requested-by", default=None,
-                        help="identity recorded as requester (default: $ADAPTRAIL_USER or OS user)")
+                        help="identity recorded as requester, unsigned (default: $ADAPTRAIL_USER or OS user)")
+    parser.add_argument("--key", default=None, metavar="PRIVATE_KEY",
+                        help="sign the run request with your key, so the policy knows who asked (default "
+                        "$ADAPTRAIL_SIGNING_KEY when set; required when the policy says require_signed_requests)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -62,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
         ["compare.register_winner=false"] if args.no_register else [])
     config = load_config(args.config, overrides)
-    out = compare_methods_flow(config, requested_by=args.requested_by)
+    out = compare_methods_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:

@@ -46,14 +46,15 @@ def train_methods(parent: RunContext, configs: dict[str, Config], runner) -> lis
 
 @flow(name="compare_methods", log_prints=True)
 def compare_methods_flow(config: Config, methods: list[str] | None = None,
-                         requested_by: str | None = None) -> dict[str, Any]:
+                         requested_by: str | None = None, request: dict[str, str] | None = None) -> dict[str, Any]:
     """Compare PEFT methods (quality, trainable parameters, size, time, memory, cost); register the recommended one."""
     check_supported(config)
     names = list(methods or config.compare.methods)
     configs = {name: method_config(config, name) for name in names}
     splits = load_data(config)
     base = pin_base_model(config)
-    parent = open_run(config, splits, base, requested_by or state.current_user(), run_name="compare")
+    parent = open_run(config, splits, base, requested_by or state.current_user(), run_name="compare",
+                      request=request)
     ok = False
     try:
         validation = validate_data(parent)

@@ -27,12 +27,16 @@ def steps_for(task: str) -> TaskSteps:
 
 
 @flow(name="train_adapter", log_prints=True)
-def train_adapter_flow(config: Config, requested_by: str | None = None) -> dict[str, Any]:
-    """Train a PEFT adapter on validated data and register it with its evidence, gates and lineage."""
+def train_adapter_flow(config: Config, requested_by: str | None = None, request: dict[str, str] | None = None
+                       ) -> dict[str, Any]:
+    """Train a PEFT adapter on validated data and register it with its evidence, gates and lineage.
+
+    ``request``: the run request signed by the requester's key (``adaptrail run --key``); without it the requester
+    is the unsigned ``requested_by`` claim (default ``ADAPTRAIL_USER`` or the OS user)."""
     steps = steps_for(config.model.task)  # sequence_classification or causal_lm: their train/evaluate/gate steps
     splits = steps.load_data(config)
     base = pin_base_model(config)
-    ctx = open_run(config, splits, base, requested_by or state.current_user())
+    ctx = open_run(config, splits, base, requested_by or state.current_user(), request=request)
     ok = False
     try:
         validation = validate_data(ctx)

@@ -192,3 +192,28 @@ def test_an_unloadable_champion_fails_the_comparison_instead_of_passing_it_silen
     assert main(_args(tickets_csv, tiny_bert, *PASSABLE_GATES)) == 0, capsys.readouterr().out
     v3 = _client().get_model_version("support-ticket-router", "3")
     assert "champion v1 could not be loaded" in _client().get_run(v3.run_id).data.tags[RUN_TAG_CHAMPION_SKIPPED]
+
+
+def test_a_run_requested_with_a_key_names_its_signer_as_the_requester(prefect_harness, state_home, tickets_csv,
+                                                                       tiny_bert, capsys):
+    """`adaptrail run --key`: the registration carries the signed run request, the requester is the key's person
+    (not ADAPTRAIL_USER), and that person's key cannot approve the run."""
+    import json
+
+    from tasks.governance import approvals
+    from tasks.governance.approvals import DecisionRefused
+    from tasks.governance.ledger import Ledger
+    from tests.builders import setup_people
+
+    state_home.mkdir(parents=True, exist_ok=True)
+    people = setup_people(state_home)
+    args = _args(tickets_csv, tiny_bert, *PASSABLE_GATES) + ["--key", people["carol"].source]
+    assert main(args) == 0, capsys.readouterr().err
+    with Ledger() as led:
+        (registered,) = [e for e in led.events(model="support-ticket-router") if e.action == "registered"]
+    assert json.loads(registered.extra["request"]["statement"])["requested_by"] == "carol"
+    assert registered.extra["tags"][Tag.REQUESTED_BY] == "carol"  # not ADAPTRAIL_USER (test-requester)
+    with pytest.raises(DecisionRefused, match="separation-of-duties"):
+        approvals.approve("support-ticket-router", "1", people["carol"], "my own run")
+    assert approvals.approve("support-ticket-router", "1", people["bob"], "reviewed").status == "approved"
+    assert main(args[:-2] + ["--key", people["carol"].source, "--requested-by", "dave"]) == 2  # one or the other

@@ -70,20 +70,22 @@ def fact_tags(adapter, base=None) -> dict[str, str]:
         {Tag.gate(g): "passed" for g in GATES}
 
 
-def registered(adapter, approve: bool = True, base=None) -> str:
+def registered(adapter, approve: bool = True, base=None, requester: str = "carol", request: dict | None = None
+               ) -> str:
     """A version registered by the register step's path (facts, then the ledger) and approved by alice; ``base``:
-    another base model reference to record (default: the one the adapter was trained on)."""
+    another base model reference to record (default: the one the adapter was trained on); ``request``: a signed
+    run request."""
     c = registry.client()
     run_id = registry.start_run(c, "tests", "train", {})
     registry.log_path(c, run_id, adapter["dir"], "adapter")
     mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"),
-                                   fact_tags(adapter, base))
+                                   fact_tags(adapter, base) | {Tag.REQUESTED_BY: requester})
     now = datetime.now(timezone.utc)
     initial = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
                Tag.APPROVAL_AT: now.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
                Tag.REVIEW_DUE: (now + timedelta(days=182)).date().isoformat()}
-    approvals.record_registration(MODEL, mv.version, "pending", {g: "passed" for g in GATES}, {}, "carol",
-                                  initial_state=initial)
+    approvals.record_registration(MODEL, mv.version, "pending", {g: "passed" for g in GATES}, {}, requester,
+                                  initial_state=initial, request=request)
     if approve:
         approvals.approve(MODEL, mv.version, P["alice"], "good")
     return str(mv.version)
@@ -537,3 +539,33 @@ def test_checkpoints_are_signed_and_a_forged_line_is_reported_not_believed(home,
     audit.assess(found)
     messages = [(f.severity, f.message) for f in found.findings if f.code == "ledger-checkpoint"]
     assert [s for s, _ in messages] == ["high"] and "not in the policy" in messages[0][1]
+
+
+def test_a_requester_who_trains_under_another_name_is_caught_by_signed_requests(home, adapter, cli, capsys):
+    """Attack 1, the requester's side: carol trains claiming to be dave (ADAPTRAIL_USER) so that she can approve her
+    own run. With `require_signed_requests` in the policy, an unsigned request is not approved by anyone; a signed
+    one names its signer, so carol's key cannot approve it."""
+    strict = trust.Policy.parse(policy_admin.current().content | {"require_signed_requests": True})
+    policy_admin.apply(strict, P["admin"], "runs must be requested with a key")
+    claimed = registered(adapter, approve=False, requester="dave")
+    assert cli(["approve", MODEL, claimed, "--reason", "dave's run", *key("carol")]) == 2
+    assert "refused (unsigned-request)" in capsys.readouterr().err
+    signed = registered(adapter, approve=False, request=trust.sign_request(P["carol"], "c" * 64))
+    assert cli(["approve", MODEL, signed, "--reason", "mine", *key("carol")]) == 2
+    assert "refused (separation-of-duties)" in capsys.readouterr().err
+    assert cli(["approve", MODEL, signed, "--reason", "reviewed", *key("alice")]) == 0
+    with pytest.raises(approvals.InputError, match="signed for another config"):
+        trust.check_request(trust.sign_request(P["carol"], "c" * 64), "d" * 64, "carol")
+
+
+@pytest.mark.parametrize("how", ["names-someone-else", "replayed"])
+def test_a_forged_or_replayed_run_request_does_not_count(home, adapter, cli, how):
+    request = trust.sign_request(P["carol"], "c" * 64)
+    if how == "replayed":
+        registered(adapter, approve=False, request=request)
+        v = registered(adapter, approve=False, request=request)
+    else:  # carol's signed request on a registration that names dave as the requester
+        v = registered(adapter, approve=False, requester="dave", request=request)
+    assert cli(["verify", MODEL, v]) == 2
+    assert ("critical", "unsigned-event", v) in audit_findings()
+    assert cli(["approve", MODEL, v, "--reason", "ok", *key("alice")]) == 2  # not registered, as the ledger counts

@@ -8,6 +8,7 @@ signed ``policy`` event by an admin of the policy in force; the first one is sig
 
     review_period_days: 182          # an approval lasts this long (1..366)
     require_signed_approval: true    # loading refuses an approval recorded before signing (an unsigned event)
+    require_signed_requests: false   # true: only runs whose requester signed the request (`run --key`) are approved
     skip_unloadable_champion: false  # true: a champion that cannot be loaded is skipped by the gates (noted)
     people:
       admin:    {roles: [admin],    keys: ["ssh-ed25519 AAAA... admin@laptop"]}
@@ -85,6 +86,7 @@ class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     review_period_days: int = Field(DEFAULT_REVIEW_PERIOD_DAYS, ge=1, le=MAX_REVIEW_PERIOD_DAYS)
     require_signed_approval: bool = True
+    require_signed_requests: bool = False
     skip_unloadable_champion: bool = False
     people: dict[str, Person] = Field(min_length=1)
 
@@ -145,6 +147,10 @@ class Policy:
     @property
     def require_signed_approval(self) -> bool:
         return bool(self.content["require_signed_approval"])
+
+    @property
+    def require_signed_requests(self) -> bool:
+        return bool(self.content.get("require_signed_requests", False))
 
     @property
     def skip_unloadable_champion(self) -> bool:

@@ -16,8 +16,8 @@ log = logging.getLogger("adaptrail")
 
 
 def record_registration(model: str, version: str | int, status: str, gates: dict[str, str], evidence: dict,
-                        actor: str, *, now: datetime | None = None, initial_state: dict[str, str] | None = None
-                        ) -> list[LedgerEvent]:
+                        actor: str, *, now: datetime | None = None, initial_state: dict[str, str] | None = None,
+                        request: dict[str, str] | None = None) -> list[LedgerEvent]:
     """Ledger events ``registered`` (+ ``gate_failed`` per failed gate) for a new version, signed by the pipeline's
     service key (the policy's ``service`` person is their actor; ``actor`` is the requester); idempotent per version.
 
@@ -27,7 +27,8 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
     """
     for attempt in range(3):
         try:
-            return _record(model, str(version), status, gates, evidence, actor, decision_time(now), initial_state)
+            return _record(model, str(version), status, gates, evidence, actor, decision_time(now), initial_state,
+                           request)
         except LedgerTimeConflict:  # another writer appended a later time first: sign again, now
             if now is not None or attempt == 2:
                 raise
@@ -35,7 +36,7 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
 
 
 def _record(model: str, version: str, status: str, gates: dict[str, str], evidence: dict, actor: str, now: datetime,
-            initial_state: dict[str, str] | None) -> list[LedgerEvent]:
+            initial_state: dict[str, str] | None, request: dict[str, str] | None) -> list[LedgerEvent]:
     if status not in (ApprovalStatus.PENDING, ApprovalStatus.REJECTED):
         raise InputError(f"a new version is registered as pending or rejected, not {status!r}")
     bad = {g: o for g, o in gates.items() if g not in GATES or o not in set(GateOutcome)}
@@ -65,7 +66,8 @@ def _record(model: str, version: str, status: str, gates: dict[str, str], eviden
         if not any(e.action == "registered" for e in existing):
             tags = registration_tags(mv.tags, status, gates, service, now, initial_state)
             write("registered", tags[Tag.APPROVAL_REASON],
-                  {"tags": tags, "gates": dict(gates), "identity": identity_of(mv), "requested_by": actor})
+                  {"tags": tags, "gates": dict(gates), "identity": identity_of(mv), "requested_by": actor}
+                  | ({"request": dict(request)} if request else {}))
         recorded = {e.extra.get("gate") for e in existing if e.action == "gate_failed"}
         for gate, outcome in gates.items():
             if outcome == GateOutcome.FAILED and gate not in recorded:

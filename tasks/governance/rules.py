@@ -83,6 +83,11 @@ def require_decider(s: Subject, policy: Policy, person: str, reason: str, separa
                               "`adaptrail policy add NAME --role approver --pubkey KEY.pub`")
     if separate_from_requester:
         require_not_requester(s, person, separate_from_requester)
+        registered = next((e for e in s.events if e.action == "registered"), None)
+        if policy.require_signed_requests and registered is not None and "request" not in registered.extra:
+            raise DecisionRefused("unsigned-request", f"the policy requires signed run requests, and the requester of "
+                                  f"{s.model} v{s.version} ({s.view.get(Tag.REQUESTED_BY, '?')}) did not sign one; "
+                                  "train it again with `adaptrail run --key YOUR_KEY`")
 
 
 def require_reason(reason: str) -> None:

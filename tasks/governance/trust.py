@@ -18,12 +18,14 @@ adaptrail.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tasks.core.canonical import canonical_json
+from tasks.core.canonical import canonical_json, json_sha256
 from tasks.core.errors import InputError
 from tasks.core.names import Tag
 from tasks.governance import keys
@@ -57,6 +59,7 @@ class Trust:
     problems: list[Problem] = field(default_factory=list)
     policy: Policy | None = None
     policy_event: LedgerEvent | None = None
+    request_ids: set[str] = field(default_factory=set)  # signed run requests already used by a registration
     last_hash: dict[tuple[str, str], str] = field(default_factory=dict)  # version -> its last counted hash
     stored_last: dict[tuple[str, str], int] = field(default_factory=dict)  # version -> its last stored seq
 
@@ -96,6 +99,8 @@ def evaluate(events: list[LedgerEvent]) -> Trust:
             continue
         t.counted.append(e)
         t.last_hash[key] = e.hash
+        if isinstance(e.extra.get("request"), dict):
+            t.request_ids.add(str(json.loads(e.extra["request"]["statement"]).get("request_id")))
         if e.action == "policy":
             t.policy, t.policy_event = Policy.parse(e.extra["policy"], f"ledger seq {e.seq}"), e
         elif t.policy is None:
@@ -115,7 +120,24 @@ def _problem(t: Trust, e: LedgerEvent, latest_at: str, revocations: dict[str, st
     if t.policy is None:
         return ""  # before signing: counted, marked unsigned
     return (_signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
-            or _rule_problem(t, e))
+            or _rule_problem(t, e) or _registration_request_problem(t, e))
+
+
+def _registration_request_problem(t: Trust, e: LedgerEvent) -> str:
+    """A registration that carries a signed run request: the request is valid, by the requester it names, and
+    used once."""
+    request = e.extra.get("request")
+    if e.action != "registered" or request is None:
+        return ""
+    person, why = request_problem(t.policy, request)
+    if why:
+        return f"its run request {why}"
+    requested = json.loads(request["statement"])
+    if requested.get("request_id") in t.request_ids:
+        return "its run request was already used by another registration (replayed)"
+    if (e.extra.get("tags") or {}).get(Tag.REQUESTED_BY) != person:
+        return f"it names a requester other than {person!r}, who signed the run request"
+    return ""
 
 
 def _rule_problem(t: Trust, e: LedgerEvent) -> str:
@@ -138,7 +160,7 @@ def _policy_problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> st
         new = Policy.parse(e.extra.get("policy"), f"ledger seq {e.seq}")
     except InputError as err:
         return str(err)
-    if e.extra.get("policy_digest") != new.digest:
+    if e.extra.get("policy_digest") != json_sha256(e.extra.get("policy")):
         return "its policy_digest is not the digest of the policy it carries"
     judge = t.policy or new  # the first policy is signed by an admin it names itself
     return _signature_problem(judge, e, t.last_hash.get((POLICY_MODEL, POLICY_VERSION), GENESIS_HASH), revocations)
@@ -236,6 +258,51 @@ def person_of(policy: Policy, signer: keys.Signer) -> str:
 
 
 # --- keys on this machine ----------------------------------------------------------------------------------------
+
+
+def sign_request(signer: keys.Signer, config_digest: str) -> dict[str, str]:
+    """A run request signed by the requester's key (``adaptrail run --key``): who asked for which config, once."""
+    with Ledger() as led:
+        person = person_of(read(led).require_policy(), signer)
+    statement = canonical_json({"adaptrail_request": 1, "requested_by": person, "request_id": uuid.uuid4().hex,
+                                "config_digest": config_digest, "at": format_at(None)})
+    return {"statement": statement, "signature": signer.sign(statement.encode("ascii"))}
+
+
+def request_problem(policy: Policy | None, request: Any) -> tuple[str, str]:
+    """(the requester, '') when ``request`` is a valid signed run request under ``policy``, else ('', why not)."""
+    try:
+        statement, signature = str(request["statement"]), str(request["signature"])
+        data = json.loads(statement)
+        public = keys.signature_key(signature)
+    except (KeyError, TypeError, ValueError):
+        return "", "is malformed"
+    holder = policy.holder(public) if policy is not None else None
+    if holder is None:
+        return "", f"is signed by key {keys.key_id(public)}, which is not in the policy"
+    if holder.revoked_at and str(data.get("at", "")) >= holder.revoked_at:
+        return "", f"is signed by key {keys.key_id(public)}, revoked at {holder.revoked_at}"
+    if data.get("requested_by") != holder.person:
+        return "", f"names {data.get('requested_by')!r} but is signed by a key of {holder.person!r}"
+    bad = keys.signature_problem(public, statement.encode("ascii"), signature)
+    return (holder.person, "") if not bad else ("", f"does not verify: {bad}")
+
+
+def check_request(request: dict[str, str] | None, config_digest: str, claimed: str) -> str:
+    """The requester of a run: the signer of ``request`` (checked now: valid, for this config) or, unsigned, the
+    ``claimed`` name (ADAPTRAIL_USER), which the policy can refuse to accept for approval."""
+    if request is None:
+        return claimed
+    with Ledger() as led:
+        t = read(led)
+    person, why = request_problem(t.policy, request)
+    if why:
+        raise InputError(f"the run request {why}; sign it with your own key (`adaptrail run --key KEY`)")
+    if json.loads(request["statement"]).get("request_id") in t.request_ids:
+        raise InputError("the run request was already used by a registration; each run is requested anew")
+    if json.loads(request["statement"]).get("config_digest") != config_digest:
+        raise InputError("the run request was signed for another config; sign the request for this one")
+    return person
 
 
 def require_service_key() -> None:

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core import state
+from tasks.core.canonical import json_sha256
 from tasks.core.config import Config
 from tasks.core.errors import ValidationFailed
 from tasks.core.lineage import flow_run_id
@@ -46,6 +47,7 @@ class RunContext:
     workdir: Path
     requested_by: str
     flow_run_id: str
+    request: dict[str, str] | None = None  # the requester's signed run request, recorded with the registration
 
     def job(self) -> TrainingJob:
         """What the training path needs of this run."""
@@ -60,13 +62,16 @@ def pin_base_model(config: Config) -> BaseModelRef:
 
 @step(name="open-run")
 def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requested_by: str,
-             parent_run_id: str | None = None, run_name: str = "train") -> RunContext:
+             parent_run_id: str | None = None, run_name: str = "train", request: dict[str, str] | None = None
+             ) -> RunContext:
     """Start the MLflow run with the resolved config, params, datasets and lineage tags.
 
     With ``parent_run_id`` the run is a child run (the method comparison nests one run per method). Refuses first
     when the pipeline's key could not sign the registration (before any training time is spent).
     """
     trust.require_service_key()
+    if parent_run_id is None:  # a child run (one method of a comparison) carries the request its parent checked
+        requested_by = trust.check_request(request, json_sha256(config.model_dump(mode="json")), requested_by)
     c = registry.client()
     fr = flow_run_id()
     parent = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
@@ -82,7 +87,7 @@ def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requeste
     registry.log_path(c, run_id, cfg_file)
     registry.log_datasets(c, run_id, splits)
     return RunContext(config=config, splits=splits, base=base, run_id=run_id, workdir=workdir,
-                      requested_by=requested_by, flow_run_id=fr)
+                      requested_by=requested_by, flow_run_id=fr, request=request)
 
 
 def scratch_dir(run_id: str) -> Path:

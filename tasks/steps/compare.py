@@ -59,7 +59,7 @@ def method_config(config: Config, name: str) -> Config:
 def train_method(parent: RunContext, name: str, config: Config) -> MethodResult:
     """Train and evaluate one method in its own MLflow child run; its adapter is logged to that run."""
     ctx = open_run.fn(config, parent.splits, parent.base, parent.requested_by, parent_run_id=parent.run_id,
-                      run_name=f"compare-{name}")
+                      run_name=f"compare-{name}", request=parent.request)
     c = registry.client()
     ok = False
     try:
@@ -143,7 +143,7 @@ def reload_winner(parent: RunContext, result: MethodResult, config: Config) -> t
                       dataset_digest=parent.splits.digest)
     trained = load_trained(job, adapter_dir, result.adapter_digest, stats, result.trainable_params, total)
     ctx = RunContext(config=config, splits=parent.splits, base=parent.base, run_id=result.run_id, workdir=workdir,
-                     requested_by=parent.requested_by, flow_run_id=parent.flow_run_id)
+                     requested_by=parent.requested_by, flow_run_id=parent.flow_run_id, request=parent.request)
     return ctx, trained
 
 

@@ -101,7 +101,7 @@ def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluated, de
         {"gates": {d.gate: {"outcome": str(d.outcome), "reason": d.reason} for d in decisions},
          "adapter_digest": trained.digest, "dataset_digest": ctx.splits.digest,
          f"test_{headline}": value, "run_id": ctx.run_id},
-        actor=ctx.requested_by, initial_state={k: tags[k] for k in STATE_TAGS})
+        actor=ctx.requested_by, initial_state={k: tags[k] for k in STATE_TAGS}, request=ctx.request)
     if status == ApprovalStatus.PENDING:
         registry.set_alias(c, ctx.config.registry.model_name, ALIAS_CANDIDATE, mv.version)
     registry.set_run_tags(c, ctx.run_id, {RUN_TAG_STAGE: "registered"})
