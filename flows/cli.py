@@ -224,6 +224,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(f"adaptrail: audit {s['verdict'].upper()} -- {s['versions']} versions of {s['models']} models; {counts}")
     print(f"  ledger:   {s['ledger_length']} events, chain {'verifies' if s['chain_ok'] else 'BROKEN'}, "
           f"head {s['ledger_head_hash']}")
+    print(f"  signed:   {s['policy']}")
     if s["expired_by_audit"]:
         print(f"  expired:  {', '.join(s['expired_by_audit'])} (recorded in the ledger)")
     for f in data["findings"]:

@@ -34,10 +34,20 @@ def report_data(audit: Audit, fail_on: str = "high") -> dict[str, Any]:
     data["summary"] = {"verdict": name, "exit_code": code, "fail_on": fail_on, "versions": len(audit.versions),
                        "models": len({v.model for v in audit.versions}), "counts": severity_counts(audit.findings),
                        "ledger_head_hash": audit.chain["head_hash"], "ledger_length": audit.chain["length"],
-                       "chain_ok": audit.chain["ok"],
+                       "chain_ok": audit.chain["ok"], "policy": policy_text(audit.trust),
                        "expired_by_audit": [f"{v.model} v{v.version}" for v in audit.versions if v.expired_by_audit]}
     data["digest"] = report_digest(data)
     return data
+
+
+def policy_text(trust: dict[str, Any]) -> str:
+    """One line on who may decide and how many events do not count."""
+    if not trust.get("policy_digest"):
+        return "no policy in the ledger: decisions are not signed"
+    bad = len(trust.get("problems", []))
+    return (f"policy {trust['policy_digest'][:16]}... (ledger seq {trust['policy_seq']}); approvers "
+            f"{', '.join(trust['approvers']) or 'none'}; admins {', '.join(trust['admins'])}; "
+            f"{len(trust.get('unsigned', []))} events from before signing; {bad} events that do not count")
 
 
 def report_digest(data: dict[str, Any]) -> str:
@@ -106,7 +116,8 @@ def summary_markdown(data: dict[str, Any]) -> str:
     lines = [f"# Compliance audit: {s['verdict'].upper()}", "",
              f"{s['versions']} versions of {s['models']} models; findings {counts} (fail on {s['fail_on']}+).", "",
              f"Ledger: {s['ledger_length']} events, chain {'verifies' if s['chain_ok'] else '**BROKEN**'}, "
-             f"head `{s['ledger_head_hash']}`.", f"Report digest: `{data['digest']}`.", ""]
+             f"head `{s['ledger_head_hash']}`.", f"Signed decisions: {md(s['policy'])}.",
+             f"Report digest: `{data['digest']}`.", ""]
     pit = data.get("point_in_time")
     if pit:
         lines += [md(point_in_time_text(pit)), ""]
@@ -194,7 +205,7 @@ def render_html(data: dict[str, Any]) -> str:
         f'<div class="chips">{counts}</div>',
         f"<p>Ledger: {s['ledger_length']} events, chain "
         + ("<b>verifies</b>" if s["chain_ok"] else f"<b style=color:#b42318>BROKEN</b>: {e(data['chain']['problem'])}")
-        + f"<br>Ledger head hash <code>{e(s['ledger_head_hash'])}</code>"
+        + f"<br>Ledger head hash <code>{e(s['ledger_head_hash'])}</code><br>Signed decisions: {e(s['policy'])}"
         f"<br>Report digest <code>{e(data['digest'])}</code> <span class=muted>(sha256 of {JSON_NAME} without its "
         f"digest field; also in {DIGEST_NAME})</span><br>Expired by this audit: {e(expired)}</p></div>",
     ]
