@@ -569,3 +569,34 @@ def test_a_forged_or_replayed_run_request_does_not_count(home, adapter, cli, how
     assert cli(["verify", MODEL, v]) == 2
     assert ("critical", "unsigned-event", v) in audit_findings()
     assert cli(["approve", MODEL, v, "--reason", "ok", *key("alice")]) == 2  # not registered, as the ledger counts
+
+
+@pytest.mark.integration
+def test_on_postgres_an_unsigned_row_inserted_by_the_app_role_does_not_count(postgres, home, monkeypatch):  # noqa: F811
+    """The forged-row attack against the team deployment's ledger: the application role (INSERT and SELECT only)
+    appends an `approved` row with a valid hash; under the signed policy it does not count and is named."""
+    owner = postgres.create_database("ledger_signed")
+    postgres.run("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "adaptrail", "-d", "ledger_signed",
+                 "-v", "app_role=signed_app", "-v", "app_password=app-secret",
+                 "-f", str(ROOT / "infra" / "postgres-init" / "ledger-schema.psql"))
+    app_url = f"postgresql+psycopg2://signed_app@127.0.0.1:{postgres.port}/ledger_signed"
+    monkeypatch.setenv("ADAPTRAIL_LEDGER_URL", app_url)
+    signers = setup_people(home / "pg")  # the policy, applied through the app role like every other append
+    with Ledger() as led:
+        head = led.head()
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    row = {"seq": head.seq + 1, "at": at, "model": MODEL, "version": "1", "action": "approved", "actor": "alice",
+           "reason": "ok", "evidence_digest": "", "prev_hash": head.hash, "extra": {"tags": approved_tags("alice")}}
+    row["hash"] = hashlib.sha256(json.dumps(row, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    engine = create_engine(app_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO approval_ledger VALUES (:seq, :at, :model, :version, :action, :actor, :reason,"
+                          " :evidence_digest, :prev_hash, :hash, :extra)"),
+                     {**row, "extra": json.dumps(row["extra"], sort_keys=True, separators=(",", ":"))})
+    engine.dispose()
+    with Ledger() as led:
+        assert led.verify().ok  # a valid chain: the hash is public arithmetic
+        t = trust.read(led)
+    assert [(p.seq, p.action) for p in t.problems] == [(row["seq"], "approved")] and "not signed" in t.problems[0].text
+    assert t.events(model=MODEL) == [] and t.policy is not None and "alice" in signers
+    assert owner
