@@ -50,13 +50,13 @@ def _signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:
     import os
 
     from tasks.core.canonical import json_sha256
-    from tasks.governance import trust
+    from tasks.governance import run_requests, trust
 
     if not (args.key or os.environ.get(trust.ENV_SIGNING_KEY)):
         return None
     if args.requested_by:
         raise InputError("--requested-by names an unsigned requester; with --key the key names you")
-    return trust.sign_request(trust.user_signer(args.key), json_sha256(config.model_dump(mode="json")))
+    return run_requests.sign_request(trust.user_signer(args.key), json_sha256(config.model_dump(mode="json")))
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

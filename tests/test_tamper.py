@@ -29,7 +29,7 @@ from tasks.core.config import ModelConfig
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 from tasks.core.peft_config import PeftConfig
 from tasks.governance import approvals, audit, loader, registry
-from tasks.governance import keys, policy_admin, trust
+from tasks.governance import keys, policy_admin, run_requests, trust
 from tasks.governance.evidence import evidence_markdown
 from tasks.governance.ledger import Ledger
 from tasks.training.adapter_files import save_adapter
@@ -70,8 +70,8 @@ def fact_tags(adapter, base=None) -> dict[str, str]:
         {Tag.gate(g): "passed" for g in GATES}
 
 
-def registered(adapter, approve: bool = True, base=None, requester: str = "carol", request: dict | None = None
-               ) -> str:
+def registered(adapter, approve: bool = True, base=None, requester: str = "carol", request: dict | None = None,
+               failed: tuple[str, ...] = ()) -> str:
     """A version registered by the register step's path (facts, then the ledger) and approved by alice; ``base``:
     another base model reference to record (default: the one the adapter was trained on); ``request``: a signed
     run request."""
@@ -84,8 +84,10 @@ def registered(adapter, approve: bool = True, base=None, requester: str = "carol
     initial = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
                Tag.APPROVAL_AT: now.isoformat(timespec="seconds"), Tag.APPROVAL_REASON: "registered",
                Tag.REVIEW_DUE: (now + timedelta(days=182)).date().isoformat()}
-    approvals.record_registration(MODEL, mv.version, "pending", {g: "passed" for g in GATES}, {}, requester,
-                                  initial_state=initial, request=request)
+    status = "rejected" if failed else "pending"
+    initial[Tag.APPROVAL_STATUS] = status
+    approvals.record_registration(MODEL, mv.version, status, {g: "failed" if g in failed else "passed" for g in GATES},
+                                  {}, requester, initial_state=initial, request=request)
     if approve:
         approvals.approve(MODEL, mv.version, P["alice"], "good")
     return str(mv.version)
@@ -550,17 +552,17 @@ def test_a_requester_who_trains_under_another_name_is_caught_by_signed_requests(
     claimed = registered(adapter, approve=False, requester="dave")
     assert cli(["approve", MODEL, claimed, "--reason", "dave's run", *key("carol")]) == 2
     assert "refused (unsigned-request)" in capsys.readouterr().err
-    signed = registered(adapter, approve=False, request=trust.sign_request(P["carol"], "c" * 64))
+    signed = registered(adapter, approve=False, request=run_requests.sign_request(P["carol"], "c" * 64))
     assert cli(["approve", MODEL, signed, "--reason", "mine", *key("carol")]) == 2
     assert "refused (separation-of-duties)" in capsys.readouterr().err
     assert cli(["approve", MODEL, signed, "--reason", "reviewed", *key("alice")]) == 0
     with pytest.raises(approvals.InputError, match="signed for another config"):
-        trust.check_request(trust.sign_request(P["carol"], "c" * 64), "d" * 64, "carol")
+        run_requests.check_request(run_requests.sign_request(P["carol"], "c" * 64), "d" * 64, "carol")
 
 
 @pytest.mark.parametrize("how", ["names-someone-else", "replayed"])
 def test_a_forged_or_replayed_run_request_does_not_count(home, adapter, cli, how):
-    request = trust.sign_request(P["carol"], "c" * 64)
+    request = run_requests.sign_request(P["carol"], "c" * 64)
     if how == "replayed":
         registered(adapter, approve=False, request=request)
         v = registered(adapter, approve=False, request=request)
@@ -600,3 +602,73 @@ def test_on_postgres_an_unsigned_row_inserted_by_the_app_role_does_not_count(pos
     assert [(p.seq, p.action) for p in t.problems] == [(row["seq"], "approved")] and "not signed" in t.problems[0].text
     assert t.events(model=MODEL) == [] and t.policy is not None and "alice" in signers
     assert owner
+
+
+
+# --- rows an insider signs with a key they hold, inserted around the decision code (found by an attacker review) ---
+
+
+def signed_row(home: Path, version: str, action: str, signer, actor: str, extra: dict,
+               at: datetime | None = None) -> None:
+    """A statement drafted and signed exactly as adaptrail would, then INSERTed raw (skipping every rule check)."""
+    with Ledger() as led:
+        t = trust.read(led)
+    d = trust.draft(t, MODEL if version != "policy" else "(policy)", version, action, actor, "ok", "", extra,
+                    at or datetime.now(timezone.utc))
+    insert_row(home, version, action, actor, {**d.fields["extra"], "signature": signer.sign(d.statement)},
+               at=datetime.fromisoformat(d.fields["at"][:-1] + "+00:00"))
+
+
+@pytest.mark.parametrize("how", ["reject-with-approved-tags", "revoked-made-approved", "service-key-expires-into-approved",
+                                 "one-person-override", "review-due-beyond-policy", "decision-rewrites-a-fact"])
+def test_a_validly_signed_row_that_breaks_a_rule_does_not_count(home, adapter, cli, how):
+    """Whoever signs it, an event keeps the rules when the ledger is read: the status follows from the action,
+    revoked is final, the service key never approves, an override takes two people in two events, the review date
+    is within the policy's period, a decision never rewrites the registration's facts."""
+    failed = ("bias",) if how == "one-person-override" else ()
+    v = registered(adapter, approve=how == "revoked-made-approved", failed=failed)
+    if how == "revoked-made-approved":
+        assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
+    tags = approved_tags("alice")
+    row = {"reject-with-approved-tags": ("rejected", "carol", {"tags": approved_tags("carol")}),
+           "revoked-made-approved": ("rejected", "carol", {"tags": approved_tags("carol")}),
+           "service-key-expires-into-approved": ("expired", "pipeline", {"tags": approved_tags("pipeline")}),
+           "one-person-override": ("overridden", "alice", {"tags": tags, "approvers": ["alice", "bob"],
+                                                           "failed_gates": ["bias"]}),
+           "review-due-beyond-policy": ("approved", "alice", {"tags": approved_tags("alice", days=360)}),
+           "decision-rewrites-a-fact": ("approved", "alice", {"tags": tags | {Tag.ADAPTER_DIGEST: "f" * 64}})}[how]
+    action, actor, extra = row
+    signed_row(home, v, action, P[actor], actor, extra)
+    assert cli(["verify", MODEL, v]) == 2
+    assert ("critical", "unsigned-event", v) in audit_findings()
+
+
+def test_a_forged_policy_row_revokes_no_key_and_a_future_dated_row_stops_no_write(home, adapter, cli):
+    """No key needed for either: an unsigned policy row "revoking" alice's key from the year 2000, and a row dated
+    9999. Neither counts; alice's approval still loads, and bob can still revoke it."""
+    v = registered(adapter)
+    content = policy_admin.current().content
+    content["people"]["alice"]["keys"][0]["revoked_at"] = "2000-01-01T00:00:00.000000Z"
+    insert_row(home, "policy", "policy", "admin", {"policy": content, "policy_digest": trust.json_sha256(content)})
+    insert_row(home, "999", "rejected", "mallory", {}, at=datetime(9999, 12, 31, tzinfo=timezone.utc))
+    assert cli(["verify", MODEL, v]) == 0
+    assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
+    assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "revoked"
+    assert {("critical", "unsigned-event", "policy"), ("critical", "unsigned-event", "999")} <= audit_findings()
+
+
+@pytest.mark.parametrize("extra", ["[1, 2]", "not json", "null", '{"tags": 5}', '{"approvers": 5}',
+                                   '{"request": {}}'])
+def test_a_malformed_raw_row_is_reported_and_crashes_nothing(home, adapter, cli, extra):
+    v = registered(adapter)
+    with Ledger() as led:
+        head = led.head()
+    at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    con = sqlite3.connect(home / "ledger.db")  # the row's hash need not even be valid: readers must not crash
+    with con:
+        con.execute("INSERT INTO approval_ledger VALUES (?, ?, ?, ?, 'registered', 'mallory', '', '', ?, ?, ?)",
+                    (head.seq + 1, at, MODEL, v, head.hash, "f" * 64, extra))
+    con.close()
+    assert cli(["verify", MODEL, v]) == 2  # the chain is broken and the row does not count, but nothing raises
+    assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
+    assert ("critical", "ledger-chain", "") in audit_findings()

@@ -126,7 +126,7 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
         ledger_id = (led.hashes() or {}).get(1, "")
         t = trust.read(led)
         critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id), known_key=lambda key: (
-            t.policy is not None and t.policy.holder(key) is not None))
+            t.policy is not None and "service" in getattr(t.policy.holder(key), "roles", ())))
     events = t.events(model=model)
     by_model: dict[str, list[LedgerEvent]] = {}
     for e in events:

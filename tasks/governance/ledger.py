@@ -155,19 +155,9 @@ class Ledger:
 
     # --- writing ---------------------------------------------------------------------------------------
 
-    def append(
-        self,
-        model: str,
-        version: str,
-        action: str,
-        actor: str,
-        reason: str = "",
-        evidence_digest: str = "",
-        extra: dict | None = None,
-        at: datetime | str | None = None,
-        *,
-        expect_last: int | None | object = ANY_LAST,
-    ) -> LedgerEvent:
+    def append(self, model: str, version: str, action: str, actor: str, reason: str = "", evidence_digest: str = "",
+               extra: dict | None = None, at: datetime | str | None = None, *,
+               expect_last: int | None | object = ANY_LAST) -> LedgerEvent:
         """Append one event after the current head, atomically; returns it with its seq and hash.
 
         ``expect_last`` is a compare-and-swap on the version's history: the seq of the version's last event the
@@ -184,12 +174,13 @@ class Ledger:
                         select(ledger_table.c.seq, ledger_table.c.hash, ledger_table.c.at).order_by(ledger_table.c.seq.desc()).limit(1)
                     ).first()
                     seq, prev_hash = (head.seq + 1, head.hash) if head else (1, GENESIS_HASH)
-                    if head and fields["at"] < head.at:
+                    latest = _latest_sane_time(conn)  # a forged row dated in the future does not stop writes
+                    if latest and fields["at"] < latest:
                         if at is not None:
                             raise LedgerTimeConflict(f"event time {fields['at']} is before the ledger's last event "
-                                                     f"({head.at}): ledger times never go backwards; nothing was "
+                                                     f"({latest}): ledger times never go backwards; nothing was "
                                                      "recorded (decide again)")
-                        fields["at"] = head.at  # "now", read before the lock: never earlier than the head
+                        fields["at"] = latest  # "now", read before the lock: never earlier than the head
                     row = {"seq": seq, **fields, "prev_hash": prev_hash}
                     row["hash"] = row_hash(row)
                     conn.execute(ledger_table.insert().values(**{**row, "extra": canonical_json(row["extra"])}))
@@ -211,13 +202,8 @@ class Ledger:
 
     # --- reading ---------------------------------------------------------------------------------------
 
-    def events(
-        self,
-        model: str | None = None,
-        version: str | None = None,
-        since: datetime | str | None = None,
-        until: datetime | str | None = None,
-    ) -> list[LedgerEvent]:
+    def events(self, model: str | None = None, version: str | None = None, since: datetime | str | None = None,
+               until: datetime | str | None = None) -> list[LedgerEvent]:
         """Events in seq order, optionally for one model/version and within ``since <= at < until``."""
         stmt = select(ledger_table).order_by(ledger_table.c.seq)
         if model is not None:
@@ -328,6 +314,12 @@ def _check_last(conn: Connection, model: str, version: str, expected: Any) -> No
                              "at the version again and repeat the decision if it still applies")
 
 
+def _latest_sane_time(conn: Connection) -> str | None:
+    """The latest event time not ahead of this clock (plus skew): what a new event may not be dated before."""
+    limit = format_at(datetime.now(timezone.utc) + MAX_CLOCK_SKEW)
+    return conn.execute(select(func.max(ledger_table.c.at)).where(ledger_table.c.at <= limit)).scalar()
+
+
 def _check_action(action: str) -> None:
     if action not in ACTIONS:
         raise InputError(f"unknown ledger action {action!r}; use one of: {', '.join(ACTIONS)}")
@@ -368,7 +360,14 @@ def normalised_fields(model: str, version: str, action: str, actor: str, reason:
 
 
 def _to_event(row: dict[str, Any]) -> LedgerEvent:
-    return LedgerEvent(**{**row, "extra": json.loads(row["extra"])})
+    """Never raises: an unreadable or non-object ``extra`` is kept as text for the reader to report."""
+    try:
+        extra = json.loads(row["extra"])
+    except (TypeError, ValueError):
+        extra = None
+    if not isinstance(extra, dict):
+        extra = {"_unreadable": str(row["extra"])[:200]}
+    return LedgerEvent(**{**row, "at": str(row["at"]), "extra": extra})
 
 
 def _row_problem(row: dict[str, Any], prev_seq: int, prev_hash: str) -> str:

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tasks.core.errors import InputError
-from tasks.core.names import GATES, ApprovalStatus, GateOutcome, Tag
+from tasks.core.names import Tag
 from tasks.governance.ledger import LedgerEvent
+from tasks.governance.event_rules import failed_gates as event_failed_gates
 from tasks.governance.policy import Policy
 
 
@@ -62,14 +63,8 @@ def check_override(s: Subject, person: str, override: bool) -> tuple[list[str], 
 
 
 def failed_gates(s: Subject) -> list[str]:
-    """Gates that failed per the ledger: gate tags recorded at registration, gate_failed events, a gate rejection."""
-    view = s.view
-    failed = {g for g in GATES if view.get(Tag.gate(g)) == GateOutcome.FAILED}
-    failed |= {str(e.extra.get("gate", "?")) for e in s.events if e.action == "gate_failed"}
-    registered = [e for e in s.events if e.action == "registered"]
-    if registered and (registered[0].extra.get("tags") or {}).get(Tag.APPROVAL_STATUS) == ApprovalStatus.REJECTED:
-        failed = failed or {"registration"}
-    return sorted(failed)
+    """Gates that failed per the ledger: the registration's gate tags, gate_failed events, a gate rejection."""
+    return event_failed_gates(s.events)
 
 
 def require_decider(s: Subject, policy: Policy, person: str, reason: str, separate_from_requester: str | None = None

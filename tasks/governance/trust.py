@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +30,8 @@ from tasks.core.names import Tag
 from tasks.governance import keys
 from tasks.governance.keys import ENV_SERVICE_KEY, service_key_path, service_signer  # noqa: F401
 from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, format_at, normalised_fields
-from tasks.governance.policy import POLICY_MODEL, POLICY_VERSION, Policy, revoked_since
+from tasks.governance.event_rules import rule_problem, shape_problem
+from tasks.governance.policy import POLICY_MODEL, Policy, revoked_since
 
 ENV_SIGNING_KEY = "ADAPTRAIL_SIGNING_KEY"
 
@@ -87,22 +87,23 @@ def statement(fields: dict[str, Any]) -> bytes:
 
 def evaluate(events: list[LedgerEvent]) -> Trust:
     """Judge every stored event (seq order) against the policy in force at its place in the chain."""
-    revocations = _revocations(events)
+    policies, revocations = _policy_chain(events)
     t, latest_at = Trust(), ""
     for e in events:
         key = (e.model, e.version)
         t.stored_last[key] = e.seq
-        problem = _problem(t, e, latest_at, revocations)
-        latest_at = max(latest_at, e.at)
+        problem = shape_problem(e) or _time_problem(e, latest_at) or (
+            policies[e.seq][1] if e.action == "policy" else _problem(t, e, revocations))
         if problem:
             t.problems.append(Problem(e.seq, e.model, e.version, e.action, problem))
             continue
+        latest_at = e.at  # only counted events set the clock: a forged future row cannot stop every write
         t.counted.append(e)
         t.last_hash[key] = e.hash
-        if isinstance(e.extra.get("request"), dict):
-            t.request_ids.add(str(json.loads(e.extra["request"]["statement"]).get("request_id")))
+        if e.action == "registered" and "request" in e.extra:
+            t.request_ids.add(request_id(e.extra["request"]))
         if e.action == "policy":
-            t.policy, t.policy_event = Policy.parse(e.extra["policy"], f"ledger seq {e.seq}"), e
+            t.policy, t.policy_event = policies[e.seq][0], e
         elif t.policy is None:
             t.unsigned.add(e.seq)
     return t
@@ -112,58 +113,76 @@ def read(led: Ledger) -> Trust:
     return evaluate(led.events())
 
 
-def _problem(t: Trust, e: LedgerEvent, latest_at: str, revocations: dict[str, str]) -> str:
+def request_id(request: dict[str, str]) -> str:
+    try:
+        data = json.loads(request["statement"])
+        return str(data.get("request_id")) if isinstance(data, dict) else ""
+    except ValueError:
+        return ""
+
+
+def _time_problem(e: LedgerEvent, latest_at: str) -> str:
     if e.at < latest_at:
         return f"its time {e.at} is before an earlier event's {latest_at}: ledger times never go backwards"
-    if e.action == "policy":
-        return _policy_problem(t, e, revocations)
+    return ""
+
+
+def _problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
     if t.policy is None:
         return ""  # before signing: counted, marked unsigned
+    own = t.events(e.model, e.version)
     return (_signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
-            or _rule_problem(t, e) or _registration_request_problem(t, e))
+            or rule_problem(own, e, t.policy) or _registration_request_problem(t, e, revocations))
 
 
-def _registration_request_problem(t: Trust, e: LedgerEvent) -> str:
+def _registration_request_problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
     """A registration that carries a signed run request: the request is valid, by the requester it names, and
     used once."""
     request = e.extra.get("request")
     if e.action != "registered" or request is None:
         return ""
-    person, why = request_problem(t.policy, request)
+    from tasks.governance.run_requests import request_problem
+
+    person, why = request_problem(t.policy, request, revocations)
     if why:
         return f"its run request {why}"
-    requested = json.loads(request["statement"])
-    if requested.get("request_id") in t.request_ids:
+    if request_id(request) in t.request_ids:
         return "its run request was already used by another registration (replayed)"
     if (e.extra.get("tags") or {}).get(Tag.REQUESTED_BY) != person:
         return f"it names a requester other than {person!r}, who signed the run request"
     return ""
 
 
-def _rule_problem(t: Trust, e: LedgerEvent) -> str:
-    """Rules a validly signed event must still keep (a signed row inserted around the decision code): nobody
-    approves their own run, and nothing approves a revoked version."""
-    if e.action not in ("approved", "reviewed", "overridden"):
-        return ""
-    own = t.events(e.model, e.version)
-    registered = next((x for x in own if x.action == "registered"), None)
-    requester = str((registered.extra.get("tags") or {}).get(Tag.REQUESTED_BY, "")) if registered else ""
-    if requester and requester.strip().casefold() == e.actor.strip().casefold():
-        return f"{e.actor!r} approves their own run (separation of duties)"
-    if any(x.action == "revoked" for x in own):
-        return "it approves a revoked version (revoked is final)"
-    return ""
-
-
-def _policy_problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
-    try:
-        new = Policy.parse(e.extra.get("policy"), f"ledger seq {e.seq}")
-    except InputError as err:
-        return str(err)
-    if e.extra.get("policy_digest") != json_sha256(e.extra.get("policy")):
-        return "its policy_digest is not the digest of the policy it carries"
-    judge = t.policy or new  # the first policy is signed by an admin it names itself
-    return _signature_problem(judge, e, t.last_hash.get((POLICY_MODEL, POLICY_VERSION), GENESIS_HASH), revocations)
+def _policy_chain(events: list[LedgerEvent]) -> tuple[dict[int, tuple[Policy | None, str]], dict[str, str]]:
+    """Judge the policy events on their own first: seq -> (the policy, '') or (None, why it does not count), and
+    the key revocations of the counted ones (applied to every event). Only the ledger's first policy event may be
+    signed by an admin it names itself; every later one needs an admin of the policy in force."""
+    out: dict[int, tuple[Policy | None, str]] = {}
+    current: Policy | None = None
+    after, latest, first = GENESIS_HASH, "", True
+    revocations: dict[str, str] = {}
+    for e in (x for x in events if x.action == "policy"):
+        why = shape_problem(e) or _time_problem(e, latest)
+        new = None
+        if not why:
+            try:
+                new = Policy.parse(e.extra.get("policy"), f"ledger seq {e.seq}")
+            except InputError as err:
+                why = str(err)
+        if not why and e.extra.get("policy_digest") != json_sha256(e.extra.get("policy")):
+            why = "its policy_digest is not the digest of the policy it carries"
+        if not why and current is None and not first:
+            why = "the ledger's first policy event did not count, so no later one can name its own admin"
+        judge = current or new
+        if not why and judge is not None:
+            why = _signature_problem(judge, e, after, revocations)
+        first = False
+        out[e.seq] = (None if why else new, why)
+        if not why and new is not None:
+            current, after, latest = new, e.hash, e.at
+            for k, when in new.revocations().items():
+                revocations[k] = min(when, revocations.get(k, when))
+    return out, revocations
 
 
 def _signature_problem(policy: Policy, e: LedgerEvent, after: str, revocations: dict[str, str]) -> str:
@@ -186,19 +205,6 @@ def _signature_problem(policy: Policy, e: LedgerEvent, after: str, revocations: 
         return "it does not follow the version's previous event (a signature replayed onto another history?)"
     bad = keys.signature_problem(public, statement(e.to_dict()), signature)
     return f"its signature does not verify: {bad}" if bad else ""
-
-
-def _revocations(events: list[LedgerEvent]) -> dict[str, str]:
-    """Every key revocation any policy event states (judged once more when that event is evaluated)."""
-    out: dict[str, str] = {}
-    for e in events:
-        if e.action == "policy":
-            try:
-                for key, when in Policy.parse(e.extra.get("policy"), "policy").revocations().items():
-                    out[key] = min(when, out.get(key, when))
-            except InputError:
-                continue
-    return out
 
 
 # --- writing signed events -------------------------------------------------------------------------------------
@@ -258,51 +264,6 @@ def person_of(policy: Policy, signer: keys.Signer) -> str:
 
 
 # --- keys on this machine ----------------------------------------------------------------------------------------
-
-
-def sign_request(signer: keys.Signer, config_digest: str) -> dict[str, str]:
-    """A run request signed by the requester's key (``adaptrail run --key``): who asked for which config, once."""
-    with Ledger() as led:
-        person = person_of(read(led).require_policy(), signer)
-    statement = canonical_json({"adaptrail_request": 1, "requested_by": person, "request_id": uuid.uuid4().hex,
-                                "config_digest": config_digest, "at": format_at(None)})
-    return {"statement": statement, "signature": signer.sign(statement.encode("ascii"))}
-
-
-def request_problem(policy: Policy | None, request: Any) -> tuple[str, str]:
-    """(the requester, '') when ``request`` is a valid signed run request under ``policy``, else ('', why not)."""
-    try:
-        statement, signature = str(request["statement"]), str(request["signature"])
-        data = json.loads(statement)
-        public = keys.signature_key(signature)
-    except (KeyError, TypeError, ValueError):
-        return "", "is malformed"
-    holder = policy.holder(public) if policy is not None else None
-    if holder is None:
-        return "", f"is signed by key {keys.key_id(public)}, which is not in the policy"
-    if holder.revoked_at and str(data.get("at", "")) >= holder.revoked_at:
-        return "", f"is signed by key {keys.key_id(public)}, revoked at {holder.revoked_at}"
-    if data.get("requested_by") != holder.person:
-        return "", f"names {data.get('requested_by')!r} but is signed by a key of {holder.person!r}"
-    bad = keys.signature_problem(public, statement.encode("ascii"), signature)
-    return (holder.person, "") if not bad else ("", f"does not verify: {bad}")
-
-
-def check_request(request: dict[str, str] | None, config_digest: str, claimed: str) -> str:
-    """The requester of a run: the signer of ``request`` (checked now: valid, for this config) or, unsigned, the
-    ``claimed`` name (ADAPTRAIL_USER), which the policy can refuse to accept for approval."""
-    if request is None:
-        return claimed
-    with Ledger() as led:
-        t = read(led)
-    person, why = request_problem(t.policy, request)
-    if why:
-        raise InputError(f"the run request {why}; sign it with your own key (`adaptrail run --key KEY`)")
-    if json.loads(request["statement"]).get("request_id") in t.request_ids:
-        raise InputError("the run request was already used by a registration; each run is requested anew")
-    if json.loads(request["statement"]).get("config_digest") != config_digest:
-        raise InputError("the run request was signed for another config; sign the request for this one")
-    return person
 
 
 def require_service_key() -> None:

@@ -24,7 +24,7 @@ from tasks.core.names import (ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDA
 from tasks.data.splits import DatasetSplits
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
-from tasks.governance import registry, trust
+from tasks.governance import registry, run_requests, trust
 from tasks.governance.loader import ChampionLoad, load_champion
 from tasks.training.loop import EpochCallback
 from tasks.training.model import BaseModelRef, resolve_base_model
@@ -71,7 +71,7 @@ def open_run(config: Config, splits: DatasetSplits, base: BaseModelRef, requeste
     """
     trust.require_service_key()
     if parent_run_id is None:  # a child run (one method of a comparison) carries the request its parent checked
-        requested_by = trust.check_request(request, json_sha256(config.model_dump(mode="json")), requested_by)
+        requested_by = run_requests.check_request(request, json_sha256(config.model_dump(mode="json")), requested_by)
     c = registry.client()
     fr = flow_run_id()
     parent = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
