@@ -9,6 +9,7 @@ is within the policy's period; under ``require_signed_requests`` only signed run
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -17,7 +18,8 @@ from typing import Any
 from tasks.core.names import GATES, ApprovalStatus, GateOutcome, Tag
 from tasks.governance.ledger import LedgerEvent
 from tasks.governance.ledger_view import STATE_TAGS, ledger_tags
-from tasks.governance.policy import Policy
+from tasks.governance import keys
+from tasks.governance.policy import Policy, revoked_since
 
 AT_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 APPROVED, PENDING, REJECTED = ApprovalStatus.APPROVED, ApprovalStatus.PENDING, ApprovalStatus.REJECTED
@@ -129,3 +131,36 @@ def failed_gates(own: Sequence[LedgerEvent]) -> list[str]:
     if tags.get(Tag.APPROVAL_STATUS) == REJECTED and not failed:
         failed = {"registration"}
     return sorted(failed)
+
+
+def request_id(request: dict[str, str]) -> str:
+    try:
+        data = json.loads(request["statement"])
+        return str(data.get("request_id")) if isinstance(data, dict) else ""
+    except ValueError:
+        return ""
+
+
+def request_problem(policy: Policy | None, request: Any, revocations: dict[str, str] | None = None
+                    ) -> tuple[str, str]:
+    """(the requester, '') when ``request`` is a valid signed run request under ``policy`` (and no key revocation
+    stated since), else ('', why not)."""
+    try:
+        statement, signature = str(request["statement"]), str(request["signature"])
+        data = json.loads(statement)
+        public = keys.signature_key(signature)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except (KeyError, TypeError, ValueError):
+        return "", "is malformed"
+    holder = policy.holder(public) if policy is not None else None
+    if holder is None:
+        return "", f"is signed by key {keys.key_id(public)}, which is not in the policy"
+    revoked = revoked_since(revocations or {}, public, str(data.get("at", ""))) or (
+        holder.revoked_at if holder.revoked_at and str(data.get("at", "")) >= holder.revoked_at else None)
+    if revoked:
+        return "", f"is signed by key {keys.key_id(public)}, revoked at {revoked}"
+    if data.get("requested_by") != holder.person:
+        return "", f"names {data.get('requested_by')!r} but is signed by a key of {holder.person!r}"
+    bad = keys.signature_problem(public, statement.encode("ascii"), signature)
+    return (holder.person, "") if not bad else ("", f"does not verify: {bad}")

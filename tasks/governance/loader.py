@@ -340,7 +340,7 @@ def _signature_check(t: trust.Trust, model: str, version: str) -> Check:
                  and not e.extra.get("awaiting_second")]
     if approving and approving[-1].seq in t.unsigned and t.policy.require_signed_approval:
         return Check("signature", False, f"the approval in force (seq {approving[-1].seq}) was recorded before "
-                     f"signing; re-review it: `adaptrail review {model} {version} --reason ...`")
+                     f"signing; re-review it: `adaptrail review {model} {version} --key KEY --reason ...`")
     signed = [e for e in own if e.seq not in t.unsigned]
     return Check("signature", True, f"{len(signed)} of {len(own)} events signed by keys of the policy "
                  f"{t.policy.digest[:12]}...")

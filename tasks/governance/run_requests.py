@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 from tasks.core.canonical import canonical_json
 from tasks.core.errors import InputError
 from tasks.governance import keys
 from tasks.governance.ledger import Ledger, format_at
-from tasks.governance.policy import Policy, revoked_since
-from tasks.governance.trust import person_of, read, request_id
+from tasks.governance.event_rules import request_id, request_problem
+from tasks.governance.trust import person_of, read
 
 
 def sign_request(signer: keys.Signer, config_digest: str) -> dict[str, str]:
@@ -25,31 +24,6 @@ def sign_request(signer: keys.Signer, config_digest: str) -> dict[str, str]:
     statement = canonical_json({"adaptrail_request": 1, "requested_by": person, "request_id": uuid.uuid4().hex,
                                 "config_digest": config_digest, "at": format_at(None)})
     return {"statement": statement, "signature": signer.sign(statement.encode("ascii"))}
-
-
-def request_problem(policy: Policy | None, request: Any, revocations: dict[str, str] | None = None
-                    ) -> tuple[str, str]:
-    """(the requester, '') when ``request`` is a valid signed run request under ``policy`` (and no key revocation
-    stated since), else ('', why not)."""
-    try:
-        statement, signature = str(request["statement"]), str(request["signature"])
-        data = json.loads(statement)
-        public = keys.signature_key(signature)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-    except (KeyError, TypeError, ValueError):
-        return "", "is malformed"
-    holder = policy.holder(public) if policy is not None else None
-    if holder is None:
-        return "", f"is signed by key {keys.key_id(public)}, which is not in the policy"
-    revoked = revoked_since(revocations or {}, public, str(data.get("at", ""))) or (
-        holder.revoked_at if holder.revoked_at and str(data.get("at", "")) >= holder.revoked_at else None)
-    if revoked:
-        return "", f"is signed by key {keys.key_id(public)}, revoked at {revoked}"
-    if data.get("requested_by") != holder.person:
-        return "", f"names {data.get('requested_by')!r} but is signed by a key of {holder.person!r}"
-    bad = keys.signature_problem(public, statement.encode("ascii"), signature)
-    return (holder.person, "") if not bad else ("", f"does not verify: {bad}")
 
 
 def check_request(request: dict[str, str] | None, config_digest: str, claimed: str) -> str:

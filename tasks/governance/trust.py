@@ -18,7 +18,6 @@ adaptrail.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +29,7 @@ from tasks.core.names import Tag
 from tasks.governance import keys
 from tasks.governance.keys import ENV_SERVICE_KEY, service_key_path, service_signer  # noqa: F401
 from tasks.governance.ledger import GENESIS_HASH, Ledger, LedgerEvent, format_at, normalised_fields
-from tasks.governance.event_rules import rule_problem, shape_problem
+from tasks.governance.event_rules import request_id, request_problem, rule_problem, shape_problem
 from tasks.governance.policy import POLICY_MODEL, Policy, revoked_since
 
 ENV_SIGNING_KEY = "ADAPTRAIL_SIGNING_KEY"
@@ -113,14 +112,6 @@ def read(led: Ledger) -> Trust:
     return evaluate(led.events())
 
 
-def request_id(request: dict[str, str]) -> str:
-    try:
-        data = json.loads(request["statement"])
-        return str(data.get("request_id")) if isinstance(data, dict) else ""
-    except ValueError:
-        return ""
-
-
 def _time_problem(e: LedgerEvent, latest_at: str) -> str:
     if e.at < latest_at:
         return f"its time {e.at} is before an earlier event's {latest_at}: ledger times never go backwards"
@@ -141,8 +132,6 @@ def _registration_request_problem(t: Trust, e: LedgerEvent, revocations: dict[st
     request = e.extra.get("request")
     if e.action != "registered" or request is None:
         return ""
-    from tasks.governance.run_requests import request_problem
-
     person, why = request_problem(t.policy, request, revocations)
     if why:
         return f"its run request {why}"
