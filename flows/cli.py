@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli_keys import add_key_commands
+from flows.cli_keys import add_inspect_commands, add_key_commands
 from tasks.core import state
-from tasks.core.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, AdaptrailError, InputError
+from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -30,6 +30,12 @@ def _print_run_summary(s: dict[str, Any]) -> None:
     print(f"  lineage:  dataset {s['dataset_digest'][:16]}..., base {s['base_model']} ({s['base_model_revision']})")
     print(f"  MLflow:   run {s['run_id']} in experiment '{s['experiment']}' ({s['tracking_uri']})")
     print("  look:     make ui   (or: mlflow ui --backend-store-uri " + s["tracking_uri"] + ")")
+    ref = f"{s['model']}/{s['version']}"
+    if s["status"] == "pending":
+        print(f"  next:     adaptrail show {ref}, then an approver who did not request the run signs: adaptrail "
+              f"approve {s['model']} {s['version']} --key THEIR_KEY --reason ...")
+    else:
+        print(f"  next:     adaptrail show {ref} (why it was rejected); an override needs two approvers' keys")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,7 +168,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                           "checks": [vars(c) for c in report.checks]}, indent=2))
     else:
         print(report.to_text())
-    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+    return EXIT_OK if report.ok else EXIT_REFUSED
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -253,9 +259,19 @@ def _add_audit_command(sub) -> None:
     aud.set_defaults(func=cmd_audit)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adaptrail")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaptrail", description="Governed PEFT adapters: train, gate, register, audit.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"adaptrail {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = _add_config_args(sub.add_parser("run", help="run the train_adapter flow on a config"))
@@ -276,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_approval_commands(sub)
     add_key_commands(sub)
+    add_inspect_commands(sub)
     _add_audit_command(sub)
     _add_ui_commands(sub)
     return p

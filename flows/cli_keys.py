@@ -1,4 +1,5 @@
-"""``adaptrail keygen | init | policy ... | sign``: keys, the policy in the ledger, and signing a statement."""
+"""``adaptrail keygen | init | policy ... | sign | list | show``: keys, the policy in the ledger, signing a statement,
+and looking at registered versions."""
 
 from __future__ import annotations
 
@@ -71,6 +72,31 @@ def cmd_sign(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(signer.sign(statement))
     return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tasks.governance.listing import rows_text, version_rows
+
+    print(rows_text(version_rows(args.model)))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from tasks.governance.evidence import evidence_markdown
+    from tasks.governance.loader import resolve_ref
+
+    model, version = resolve_ref(args.ref)
+    print(evidence_markdown(model, version))
+    return EXIT_OK
+
+
+def add_inspect_commands(sub) -> None:
+    ls = sub.add_parser("list", help="registered versions: status, gates, headline metric, champion")
+    ls.add_argument("model", nargs="?", default=None, help="only this registered model")
+    ls.set_defaults(func=cmd_list)
+    sh = sub.add_parser("show", help="a version's evidence (what the review form shows): MODEL/VERSION or MODEL@alias")
+    sh.add_argument("ref", help="e.g. support-ticket-router/1 or support-ticket-router@champion")
+    sh.set_defaults(func=cmd_show)
 
 
 def add_key_commands(sub) -> None:

@@ -12,7 +12,7 @@ from tests.builders import tamper_sqlite
 from tasks.governance import approvals, keys
 from tasks.governance import registry
 from tasks.governance.approvals import DecisionRefused
-from tasks.core.errors import EXIT_BAD_INPUT
+from tasks.core.errors import EXIT_BAD_INPUT, EXIT_REFUSED
 from tasks.governance.ledger import Ledger
 from tasks.core.names import ALIAS_CANDIDATE, ALIAS_CHAMPION, GATES, Tag
 
@@ -65,7 +65,7 @@ def refused(rule: str, fn, *args, **kwargs) -> DecisionRefused:
     with pytest.raises(DecisionRefused) as info:
         fn(*args, **kwargs)
     assert info.value.rule == rule, str(info.value)
-    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert info.value.exit_code == EXIT_REFUSED
     return info.value
 
 
@@ -285,10 +285,28 @@ def test_cli_decisions_are_signed_with_the_deciders_key_and_exit_2_when_refused(
     assert cli(["approve", MODEL, v, "--reason", "no key"]) == EXIT_BAD_INPUT
     assert "signed with your own key" in capsys.readouterr().err
     monkeypatch.setenv("ADAPTRAIL_SIGNING_KEY", P[REQUESTER].source)  # the requester's own key
-    assert cli(["approve", MODEL, v, "--reason", "my own"]) == EXIT_BAD_INPUT
+    assert cli(["approve", MODEL, v, "--reason", "my own"]) == EXIT_REFUSED
     assert "refused (separation-of-duties)" in capsys.readouterr().err
     assert cli(["approve", MODEL, v, "--reason", "reviewed the reports", "--key", P["alice"].source]) == 0
     assert f"{MODEL} v{v}: approved; alias champion -> v{v}" in capsys.readouterr().out
     assert events(v)[-1].actor == "alice" and champion() == v
-    assert cli(["revoke", MODEL, v, "--reason", "bad", "--key", P["erin"].source]) == EXIT_BAD_INPUT
+    assert cli(["revoke", MODEL, v, "--reason", "bad", "--key", P["erin"].source]) == EXIT_REFUSED
     assert "not an approver in the policy" in capsys.readouterr().err
+
+
+def test_list_and_show_read_the_ledgers_view_and_refusals_exit_5(home, cli, capsys):
+    v1, v2 = seed(), seed(failed=("bias",))
+    approvals.approve(MODEL, v1, P["alice"], "good", now=NOW)
+    registry.client().set_model_version_tag(MODEL, v2, Tag.APPROVAL_STATUS, "approved")  # a hand edit: not the record
+    assert cli(["list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].split()[:4] == [MODEL, v1, "approved", "passed/passed/passed"] and rows[1].endswith("*")
+    assert rows[2].split()[:4] == [MODEL, v2, "rejected", "passed/failed/passed"] and not rows[2].endswith("*")
+    assert cli(["show", f"{MODEL}@champion"]) == 0
+    assert f"## Review {MODEL} v{v1}" in capsys.readouterr().out
+    assert cli(["verify", MODEL, v2]) == EXIT_REFUSED  # a refusal, not a typo (2)
+    assert cli(["verify", MODEL, "@nosuchalias"]) == EXIT_BAD_INPUT
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("adaptrail ")

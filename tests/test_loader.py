@@ -17,7 +17,7 @@ from tasks.governance import registry
 from tasks.training.adapter_files import save_adapter
 from tasks.core.config import ModelConfig
 from tasks.core.peft_config import PeftConfig
-from tasks.core.errors import EXIT_BAD_INPUT, InputError
+from tasks.core.errors import EXIT_REFUSED, InputError
 from tasks.gates.evaluation import predict_proba
 from tasks.governance.loader import LoadRefused
 from tasks.training.model import load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
@@ -109,7 +109,7 @@ def test_a_flipped_byte_in_an_adapter_file_is_refused(home, trained):
     assert "file adapter_model.safetensors changed" in failed(report)["adapter"]
     with pytest.raises(LoadRefused, match="adapter digest mismatch") as info:
         loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
-    assert info.value.exit_code == EXIT_BAD_INPUT
+    assert info.value.exit_code == EXIT_REFUSED  # a refusal, not a typo
 
 
 def test_an_edited_manifest_and_tag_do_not_hide_a_swapped_adapter(home, trained):
@@ -216,7 +216,7 @@ def test_cli_verify_and_predict(home, trained, capsys, cli):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == TEXTS[:2] and lines[0].split("\t")[0] in LABELS
     (stored_adapter(v) / "adaptrail.json").write_text("{}")
-    assert cli(["verify", MODEL, v]) == EXIT_BAD_INPUT
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert "[FAIL] adapter: file adaptrail.json changed" in capsys.readouterr().out
-    assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", "hello"]) == EXIT_BAD_INPUT
+    assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", "hello"]) == EXIT_REFUSED
     assert "refusing to load" in capsys.readouterr().err

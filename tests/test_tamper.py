@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tasks.core import state
+from tasks.core.errors import EXIT_REFUSED
 from tasks.core.config import ModelConfig
 from tasks.core.names import ALIAS_CHAMPION, GATES, Tag
 from tasks.core.peft_config import PeftConfig
@@ -229,11 +230,11 @@ def test_a_revoke_racing_a_review_wins_and_the_review_is_refused(home, adapter, 
         assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
 
     monkeypatch.setattr(approvals, "require_decider", revoke_in_between)
-    assert cli(["review", MODEL, v, "--reason", "still fine", *key("alice")]) == 2
+    assert cli(["review", MODEL, v, "--reason", "still fine", *key("alice")]) == EXIT_REFUSED
     with Ledger() as led:
         assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered", "approved", "revoked"]
     assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "revoked"
-    assert cli(["review", MODEL, v, "--reason", "again", *key("alice")]) == 2  # revoked is final
+    assert cli(["review", MODEL, v, "--reason", "again", *key("alice")]) == EXIT_REFUSED  # revoked is final
     assert registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION) is None
 
 
@@ -247,8 +248,8 @@ def test_a_version_made_in_mlflow_with_passing_gate_tags_cannot_be_approved(home
     mv = c.create_model_version(MODEL, source=f"runs:/{run}/adapter", run_id=run,
                                 tags=fact_tags(adapter) | {Tag.APPROVAL_STATUS: "pending"})
     v = str(mv.version)
-    assert cli(["approve", MODEL, v, "--reason", "gates passed", *key("alice")]) == 2
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["approve", MODEL, v, "--reason", "gates passed", *key("alice")]) == EXIT_REFUSED
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert any("no ledger events" in m for m in high_findings(v))
     with Ledger() as led:
         assert led.events(model=MODEL) == []  # nothing back-filled from the tags
@@ -258,7 +259,7 @@ def test_a_version_made_in_mlflow_with_passing_gate_tags_cannot_be_approved(home
 def test_an_edited_lineage_tag_is_refused_by_verify_and_named_by_the_audit(home, adapter, cli, tag):
     v = registered(adapter)
     plain_client().set_model_version_tag(MODEL, v, tag, "edited-by-mallory")
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert any(tag in m for m in high_findings(v))
     if tag in audit.LINEAGE_TAGS:  # the report reads lineage from the ledger, not from the edited tag
         record = next(r for r in audit.collect(rehash=False).versions if r.version == v)
@@ -275,8 +276,8 @@ def test_a_recreated_model_does_not_inherit_the_old_version_1s_approval(home, ad
     new = c.create_model_version(MODEL, source=old.source, run_id=run, tags=dict(old.tags))
     assert str(new.version) == v
     c.set_registered_model_alias(MODEL, ALIAS_CHAMPION, v)
-    assert cli(["verify", MODEL, v]) == 2
-    assert cli(["approve", MODEL, v, "--reason", "same as before", *key("alice")]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
+    assert cli(["approve", MODEL, v, "--reason", "same as before", *key("alice")]) == EXIT_REFUSED
     assert any("not the version the ledger registered" in m for m in high_findings(v))
 
 
@@ -286,7 +287,7 @@ def test_a_base_model_tag_naming_a_module_never_imports_it(home, adapter, cli, t
     monkeypatch.syspath_prepend(str(tmp_path))
     v = registered(adapter)
     plain_client().set_model_version_tag(MODEL, v, Tag.BASE_MODEL, "mallory_payload")
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert not marker.exists() and "mallory_payload" not in sys.modules
 
 
@@ -303,7 +304,7 @@ def test_an_edited_tokenizer_file_of_the_base_is_a_base_mismatch(home, adapter, 
     vocab.write_text(vocab.read_text() + "mallory\n")
     report = loader.verify(f"{MODEL}/{v}")
     assert [c.name for c in report.failures] == ["base_model"], report.to_text()
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
 
 
 def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, cli):
@@ -312,9 +313,9 @@ def test_a_refused_decision_does_not_move_the_champion_alias(home, adapter, cli)
     registered(adapter)
     pending = registered(adapter, approve=False)
     plain_client().set_registered_model_alias(MODEL, ALIAS_CHAMPION, pending)
-    assert cli(["approve", MODEL, pending, "--reason", "mine", *key("carol")]) == 2  # carol: the requester
+    assert cli(["approve", MODEL, pending, "--reason", "mine", *key("carol")]) == EXIT_REFUSED  # carol: the requester
     assert str(registry.version_by_alias(registry.client(), MODEL, ALIAS_CHAMPION).version) == pending
-    assert cli(["verify", f"{MODEL}@{ALIAS_CHAMPION}"]) == 2
+    assert cli(["verify", f"{MODEL}@{ALIAS_CHAMPION}"]) == EXIT_REFUSED
     assert any("alias champion" in m for m in high_findings(pending))
 
 
@@ -338,7 +339,7 @@ def test_a_forged_approval_row_with_a_valid_hash_does_not_count(home, adapter, c
     decision does not mirror it to MLflow, and the audit names it as critical."""
     v = registered(adapter, approve=False)
     insert_row(home, v, "approved", "alice", {"tags": approved_tags("alice", days=3650)})
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert ("critical", "unsigned-event", v) in audit_findings()
     assert any("is not signed" in m for m in high_findings(v))
     other = registered(adapter)  # an honest decision on another version reconciles: the forged row stays inert
@@ -380,7 +381,7 @@ def test_signed_rows_written_around_the_decision_code_do_not_count(home, adapter
         d = trust.draft(t, MODEL, version, "approved", actor, "ok", "", {"tags": approved_tags(actor)}, at)
         insert_row(home, version, "approved", actor, {**d.fields["extra"], "signature": signer.sign(d.statement)},
                    at=at)
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert ("critical", "unsigned-event", v) in audit_findings()
     assert plain_client().get_model_version(MODEL, v).tags[Tag.APPROVAL_STATUS] == "pending"
 
@@ -393,9 +394,9 @@ def test_identity_claims_and_environment_allow_lists_decide_nothing(home, adapte
     monkeypatch.setenv("ADAPTRAIL_APPROVERS", "carol,alice")
     with pytest.raises(SystemExit):
         cli(["approve", MODEL, v, "--reason", "mine", "--as", "alice", *key("carol")])  # no such flag any more
-    assert cli(["approve", MODEL, v, "--reason", "mine", *key("carol")]) == 2
+    assert cli(["approve", MODEL, v, "--reason", "mine", *key("carol")]) == EXIT_REFUSED
     assert "refused (separation-of-duties)" in capsys.readouterr().err
-    assert cli(["approve", MODEL, v, "--reason", "mine", *key("erin")]) == 2  # a key without the approver role
+    assert cli(["approve", MODEL, v, "--reason", "mine", *key("erin")]) == EXIT_REFUSED  # a key without the approver role
     with Ledger() as led:
         assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered"]
 
@@ -407,7 +408,7 @@ def test_keys_rotate_and_a_revoked_key_signs_nothing_new(home, adapter, cli, tmp
     assert cli(["policy", "revoke-key", "alice", P["alice"].key_id, *key("admin")]) == 0
     assert cli(["verify", MODEL, v1]) == 0  # signed before the revocation: still counts
     v2 = registered(adapter, approve=False)
-    assert cli(["approve", MODEL, v2, "--reason", "old key", *key("alice")]) == 2
+    assert cli(["approve", MODEL, v2, "--reason", "old key", *key("alice")]) == EXIT_REFUSED
     new = keys.keygen(tmp_path / "alice-2026", "alice")
     assert cli(["policy", "add", "alice", "--role", "approver", "--pubkey", f"{new.source}.pub", *key("admin")]) == 0
     assert cli(["approve", MODEL, v2, "--reason", "new key", "--key", new.source]) == 0
@@ -550,10 +551,10 @@ def test_a_requester_who_trains_under_another_name_is_caught_by_signed_requests(
     strict = trust.Policy.parse(policy_admin.current().content | {"require_signed_requests": True})
     policy_admin.apply(strict, P["admin"], "runs must be requested with a key")
     claimed = registered(adapter, approve=False, requester="dave")
-    assert cli(["approve", MODEL, claimed, "--reason", "dave's run", *key("carol")]) == 2
+    assert cli(["approve", MODEL, claimed, "--reason", "dave's run", *key("carol")]) == EXIT_REFUSED
     assert "refused (unsigned-request)" in capsys.readouterr().err
     signed = registered(adapter, approve=False, request=run_requests.sign_request(P["carol"], "c" * 64))
-    assert cli(["approve", MODEL, signed, "--reason", "mine", *key("carol")]) == 2
+    assert cli(["approve", MODEL, signed, "--reason", "mine", *key("carol")]) == EXIT_REFUSED
     assert "refused (separation-of-duties)" in capsys.readouterr().err
     assert cli(["approve", MODEL, signed, "--reason", "reviewed", *key("alice")]) == 0
     with pytest.raises(approvals.InputError, match="signed for another config"):
@@ -568,9 +569,9 @@ def test_a_forged_or_replayed_run_request_does_not_count(home, adapter, cli, how
         v = registered(adapter, approve=False, request=request)
     else:  # carol's signed request on a registration that names dave as the requester
         v = registered(adapter, approve=False, requester="dave", request=request)
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert ("critical", "unsigned-event", v) in audit_findings()
-    assert cli(["approve", MODEL, v, "--reason", "ok", *key("alice")]) == 2  # not registered, as the ledger counts
+    assert cli(["approve", MODEL, v, "--reason", "ok", *key("alice")]) == EXIT_REFUSED  # not registered, as the ledger counts
 
 
 @pytest.mark.integration
@@ -639,7 +640,7 @@ def test_a_validly_signed_row_that_breaks_a_rule_does_not_count(home, adapter, c
            "decision-rewrites-a-fact": ("approved", "alice", {"tags": tags | {Tag.ADAPTER_DIGEST: "f" * 64}})}[how]
     action, actor, extra = row
     signed_row(home, v, action, P[actor], actor, extra)
-    assert cli(["verify", MODEL, v]) == 2
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert ("critical", "unsigned-event", v) in audit_findings()
 
 
@@ -669,6 +670,6 @@ def test_a_malformed_raw_row_is_reported_and_crashes_nothing(home, adapter, cli,
         con.execute("INSERT INTO approval_ledger VALUES (?, ?, ?, ?, 'registered', 'mallory', '', '', ?, ?, ?)",
                     (head.seq + 1, at, MODEL, v, head.hash, "f" * 64, extra))
     con.close()
-    assert cli(["verify", MODEL, v]) == 2  # the chain is broken and the row does not count, but nothing raises
+    assert cli(["verify", MODEL, v]) == EXIT_REFUSED  # the chain is broken and the row does not count, but nothing raises
     assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
     assert ("critical", "ledger-chain", "") in audit_findings()

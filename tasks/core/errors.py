@@ -7,6 +7,7 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_GATE_FAILED = 3
 EXIT_AUDIT_FINDINGS = 4
+EXIT_REFUSED = 5
 
 
 class AdaptrailError(Exception):
@@ -19,6 +20,13 @@ class InputError(AdaptrailError):
     """Bad input or config: nothing is registered. The message names the problem and the fix."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class Refused(InputError):
+    """Well-formed, but refused: not approved, expired, a digest or signature mismatch, a rule broken. Nothing was
+    written or loaded. Its own exit code, so scripts tell a refusal from a typo."""
+
+    exit_code = EXIT_REFUSED
 
 
 class ValidationFailed(InputError):

@@ -24,7 +24,7 @@ from tasks.training.adapter_files import digest_of, file_map, read_metadata
 from tasks.governance.ledger_view import disagreements, identity_of, is_overdue, ledger_tags, utc_now
 from tasks.governance import trust
 from tasks.core.config import ModelConfig
-from tasks.core.errors import InputError
+from tasks.core.errors import InputError, Refused
 from tasks.governance.ledger import Ledger
 from tasks.training.causal_lm import load_causal_lm, prepare_tokenizer
 from tasks.training.loop import predict_proba
@@ -74,7 +74,7 @@ class VerifyReport:
         return "\n".join([head, *(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks)])
 
 
-class LoadRefused(InputError):
+class LoadRefused(Refused):
     """An adapter did not pass verification; nothing was loaded."""
 
     def __init__(self, report: VerifyReport):

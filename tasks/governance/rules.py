@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tasks.core.errors import InputError
+from tasks.core.errors import Refused
 from tasks.core.names import Tag
 from tasks.governance.ledger import LedgerEvent
 from tasks.governance.event_rules import failed_gates as event_failed_gates
 from tasks.governance.policy import Policy
 
 
-class DecisionRefused(InputError):
+class DecisionRefused(Refused):
     """A decision broke a rule; nothing was written. ``rule`` names it (allow-list, separation-of-duties, ...)."""
 
     def __init__(self, rule: str, message: str):

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from tasks.core.canonical import canonical_json, json_sha256
-from tasks.core.errors import InputError
+from tasks.core.errors import InputError, Refused
 from tasks.core.names import Tag
 from tasks.governance import keys
 from tasks.governance.keys import ENV_SERVICE_KEY, service_key_path, service_signer  # noqa: F401
@@ -35,7 +35,7 @@ from tasks.governance.policy import POLICY_MODEL, Policy, revoked_since
 ENV_SIGNING_KEY = "ADAPTRAIL_SIGNING_KEY"
 
 
-class SignatureRefused(InputError):
+class SignatureRefused(Refused):
     """A statement's signature is missing, invalid, or by a key the policy does not allow; nothing was written."""
 
 
