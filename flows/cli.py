@@ -43,12 +43,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tasks.core.config_files import load_config
 
     config = load_config(args.config, args.set)
+    _preflight(config)
     summary = train_adapter_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_run_summary(summary)
     return EXIT_GATE_FAILED if "failed" in summary["gates"].values() else EXIT_OK
+
+
+def _preflight(config) -> None:
+    """Cheap checks before any server starts: the data is there."""
+    path = Path(config.data.path).expanduser()
+    if not path.exists():
+        raise InputError(f"data file not found: {path} (set data.path to an existing CSV/JSONL/Parquet file or a "
+                         "datasets.save_to_disk directory)")
 
 
 def _signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:
@@ -85,6 +94,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
         ["compare.register_winner=false"] if args.no_register else [])
     config = load_config(args.config, overrides)
+    _preflight(config)
     out = compare_methods_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -320,9 +330,34 @@ def _configure_logging(verbose: bool) -> None:
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+class _ExpectedErrorFilter(logging.Filter):
+    """Drops log records that carry one of adaptrail's own (expected) errors: the CLI prints that error once, as one
+    block, at the end; a traceback is only for the unexpected (or with --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AdaptrailError):
+            return False
+        text = record.getMessage()
+        return not any(f"{name}:" in text or f"{name}(" in text for name in _EXPECTED)
+
+
+_EXPECTED = ("InputError", "ValidationFailed", "DecisionRefused", "SignatureRefused", "LoadRefused", "Refused")
+
+
+def _quiet_expected_errors() -> None:
+    """Install the filter on Prefect's run loggers (they keep it when Prefect reconfigures its handlers)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _ExpectedErrorFilter) for f in lg.filters):
+            lg.addFilter(_ExpectedErrorFilter())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if not args.verbose and args.command in ("run", "compare", "audit"):
+        _quiet_expected_errors()
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         code = args.func(args)

@@ -105,11 +105,27 @@ def test_validation_failure_stops_before_training_and_registers_nothing(prefect_
 def test_bad_input_exits_2_with_one_clear_message_and_nothing_registered(prefect_harness, state_home, tickets_csv,
                                                                          tiny_bert, capsys, extra, fragment):
     code = main(_args(tickets_csv, tiny_bert, *extra))
-    err = capsys.readouterr().err
+    out = capsys.readouterr()
+    err = out.err + out.out
     assert code == 2, err
     assert fragment in err
-    assert err.count("adaptrail: error:") == 1
+    assert err.count("adaptrail: error:") == 1 and err.count(fragment) == 1  # said once, at the end
+    assert "Traceback" not in err  # an expected error is not a crash
     assert _versions("support-ticket-router") == []
+
+
+def test_an_unexpected_error_still_shows_its_traceback(prefect_harness, state_home, tickets_csv, tiny_bert, capsys,
+                                                        monkeypatch):
+    from tasks.steps import common
+
+    def broken(ctx):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(common.validate_data, "fn", broken)
+    with pytest.raises(RuntimeError):
+        main(_args(tickets_csv, tiny_bert))
+    out = capsys.readouterr()
+    assert "Traceback" in out.err + out.out and "a bug, not a user error" in out.err + out.out
 
 
 def test_a_deliberately_biased_training_set_fails_the_bias_gate(prefect_harness, state_home, tickets, tmp_path,
