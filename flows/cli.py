@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,6 @@ def _preflight(config) -> None:
 
 def _signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:
     """The run request signed with ``--key`` (or ADAPTRAIL_SIGNING_KEY); None when no key is given."""
-    import os
-
     from tasks.core.canonical import json_sha256
     from tasks.governance import run_requests, trust
 
@@ -182,13 +181,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
     from tasks.governance.loader import predict
 
-    results = predict(args.ref, args.texts)
+    texts = list(args.texts)
+    if args.file:
+        source = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8")
+        with source:
+            texts += [line.rstrip("\n") for line in source if line.strip()]
+    if not texts:
+        raise InputError("give texts to classify: as arguments, or one per line with --file FILE (or --file - for "
+                         "stdin)")
+    hf_logging.set_verbosity_error()  # not "You should probably TRAIN this model" on every call: it is trained
+    results = predict(args.ref, texts)
     if args.json:
-        print(json.dumps([{"text": t, **r} for t, r in zip(args.texts, results)], indent=2))
+        print(json.dumps([{"text": t, **r} for t, r in zip(texts, results)], indent=2))
     else:
-        for text, r in zip(args.texts, results):
+        for text, r in zip(texts, results):
             print(f"{r['label']}\t{r['proba']:.3f}\t{text}")
     return EXIT_OK
 
@@ -218,7 +228,8 @@ def _add_approval_commands(sub) -> None:
 
     pred = sub.add_parser("predict", help="classify texts with a verified adapter, e.g. MODEL@champion")
     pred.add_argument("ref", help="MODEL@alias, MODEL/VERSION or models:/MODEL@champion")
-    pred.add_argument("texts", nargs="+", metavar="TEXT")
+    pred.add_argument("texts", nargs="*", metavar="TEXT")
+    pred.add_argument("--file", default=None, metavar="FILE", help="also classify each non-empty line of FILE (- for stdin)")
     pred.add_argument("--json", action="store_true", help="print label, proba and scores per text as JSON")
     pred.set_defaults(func=cmd_predict)
 
@@ -305,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_commands(sub)
     _add_audit_command(sub)
     _add_ui_commands(sub)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    for cmd in sub.choices.values():  # also after the subcommand: `adaptrail run -v`
+        cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging, "
+                         "and tracebacks for expected errors")
+        cmd.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                         help="warnings and errors only")
     return p
 
 
@@ -355,6 +372,8 @@ def _quiet_expected_errors() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet and not args.verbose and "prefect" not in sys.modules:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     _configure_logging(args.verbose)
     if not args.verbose and args.command in ("run", "compare", "audit"):
         _quiet_expected_errors()

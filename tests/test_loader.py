@@ -208,13 +208,19 @@ def test_trust_remote_code_only_when_the_metadata_says_exactly_true(value, expec
     assert loader._model_config("base", None, meta).trust_remote_code is expected
 
 
-def test_cli_verify_and_predict(home, trained, capsys, cli):
+def test_cli_verify_and_predict(home, trained, capsys, cli, tmp_path):
     v = register(trained)
     assert cli(["verify", MODEL, f"@{ALIAS_CHAMPION}"]) == 0
     assert f"{MODEL} v{v} ({MODEL}@{ALIAS_CHAMPION}): verified" in capsys.readouterr().out
     assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", *TEXTS[:2]]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == TEXTS[:2] and lines[0].split("\t")[0] in LABELS
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS[:3]) + "\n\n", encoding="utf-8")
+    assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", "--file", str(texts)]) == 0
+    captured = capsys.readouterr()
+    assert [line.split("\t")[2] for line in captured.out.strip().splitlines()] == TEXTS[:3]
+    assert "You should probably TRAIN" not in captured.err  # predict is quiet
     (stored_adapter(v) / "adaptrail.json").write_text("{}")
     assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert "[FAIL] adapter: file adaptrail.json changed" in capsys.readouterr().out
