@@ -124,3 +124,28 @@ def test_golden_losses_pin_the_training_loop(tickets, tiny_bert):
     losses = [(r["train_loss"], r["val_loss"]) for r in trained.stats.history]
     np.testing.assert_allclose(losses, GOLDEN_LOSSES, atol=2e-4)
     assert trained.stats.steps == 36 and trained.adapter_dir is None and trained.digest == ""
+
+
+def test_where_no_bar_is_shown_training_logs_progress_every_few_seconds(monkeypatch, caplog):
+    """A run under Prefect or in a log file (no terminal): step, loss, real tokens/s and time left, every
+    ``training.progress_seconds`` — not minutes of silence until the first epoch ends."""
+    import logging
+
+    from tasks.training import loop
+
+    clock = iter(range(0, 1000, 7))  # each step takes 7 s of this fake clock
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    stats = loop.TrainStats(epochs=1, steps=0, seconds=0.0, real_tokens=0, padded_tokens=0)
+    progress = loop._Progress("epoch 1/1", total_steps=10, stats=stats, every=20, enabled=True)
+    with caplog.at_level(logging.INFO, logger="adaptrail"):
+        for _ in range(6):
+            stats.steps += 1
+            stats.real_tokens += 100
+            progress.step(0.5)
+    lines = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/1 step 3/10 loss=0.5000")
+    assert "tokens/s" in lines[0] and "left" in lines[0]
+    silent = loop._Progress("epoch 1/1", 10, stats, every=1, enabled=False)  # a terminal: the bar shows it
+    caplog.clear()
+    silent.step(0.5)
+    assert not caplog.records

@@ -69,6 +69,8 @@ class TrainingConfig(_Section):
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
     seed: int = 13
     num_threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    progress_seconds: int = Field(30, ge=1, le=3600, description="log a progress line (step, loss, tokens/s, time "
+                                  "left) this often while training, where no progress bar is shown (logs, Prefect)")
     release_memory: bool = Field(
         True, description="serve large CPU allocations from mmap so freed activations return to the OS: about 30% "
         "lower peak RSS, about 16% fewer tokens/s on a 2-core CPU (process-wide once set; no effect on GPU memory)")

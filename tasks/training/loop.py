@@ -182,7 +182,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
         start = time.perf_counter()
         batches = make_batches(train_enc.lengths, cfg.batch_size, rng, cfg.group_by_length)
         losses = _epoch(model, train_enc, batches, pad_id, collate_fn, optimizer, scheduler, stats, total_steps,
-                        f"epoch {epoch}/{epochs}")
+                        f"epoch {epoch}/{epochs}", cfg.progress_seconds)
         stats.seconds += time.perf_counter() - start
         record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if validate is not None and len(val_enc):
@@ -195,11 +195,13 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
 
 
 def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collate, optimizer, scheduler,
-           stats: TrainStats, total_steps: int, desc: str) -> list[float]:
-    """One pass over ``batches`` (stopping at ``total_steps``); counts steps and tokens into ``stats``."""
+           stats: TrainStats, total_steps: int, desc: str, progress_seconds: int = 30) -> list[float]:
+    """One pass over ``batches`` (stopping at ``total_steps``); counts steps and tokens into ``stats``. A progress
+    bar on a terminal; otherwise a log line every ``progress_seconds``."""
     model.train()
     losses: list[float] = []
     bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0, disable=None)
+    progress = _Progress(desc, total_steps, stats, progress_seconds, enabled=bar.disable)
     for batch in bar:
         if stats.steps >= total_steps:
             break
@@ -214,4 +216,25 @@ def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collat
         stats.padded_tokens += inputs["attention_mask"].numel()
         losses.append(loss.detach().item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        progress.step(losses[-1])
     return losses
+
+
+class _Progress:
+    """Where no bar is shown: every ``every`` seconds, one line with step, loss, real tokens/s and time left."""
+
+    def __init__(self, desc: str, total_steps: int, stats: TrainStats, every: int, enabled: bool):
+        self.desc, self.total, self.stats, self.every, self.enabled = desc, total_steps, stats, every, enabled
+        self.start = self.last = time.perf_counter()
+        self.steps0, self.tokens0 = stats.steps, stats.real_tokens
+
+    def step(self, loss: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.every:
+            return
+        self.last = now
+        done, spent = self.stats.steps - self.steps0, now - self.start
+        left = (self.total - self.stats.steps) * spent / max(1, done)
+        log.info("%s step %d/%d loss=%.4f %.0f tokens/s, about %dm%02ds left (all epochs)", self.desc,
+                 self.stats.steps, self.total, loss, (self.stats.real_tokens - self.tokens0) / max(spent, 1e-9),
+                 left // 60, left % 60)
