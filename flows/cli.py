@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_keys import add_inspect_commands, add_key_commands
 from tasks.core import state
 from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
@@ -44,33 +45,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tasks.core.config_files import load_config
 
     config = load_config(args.config, args.set)
-    _preflight(config)
-    summary = train_adapter_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
+    preflight(config)
+    if args.dry_run:
+        from flows.cli_config import dry_run
+
+        return dry_run(config)
+    summary = train_adapter_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
         _print_run_summary(summary)
     return EXIT_GATE_FAILED if "failed" in summary["gates"].values() else EXIT_OK
-
-
-def _preflight(config) -> None:
-    """Cheap checks before any server starts: the data is there."""
-    path = Path(config.data.path).expanduser()
-    if not path.exists():
-        raise InputError(f"data file not found: {path} (set data.path to an existing CSV/JSONL/Parquet file or a "
-                         "datasets.save_to_disk directory)")
-
-
-def _signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:
-    """The run request signed with ``--key`` (or ADAPTRAIL_SIGNING_KEY); None when no key is given."""
-    from tasks.core.canonical import json_sha256
-    from tasks.governance import run_requests, trust
-
-    if not (args.key or os.environ.get(trust.ENV_SIGNING_KEY)):
-        return None
-    if args.requested_by:
-        raise InputError("--requested-by names an unsigned requester; with --key the key names you")
-    return run_requests.sign_request(trust.user_signer(args.key), json_sha256(config.model_dump(mode="json")))
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -93,8 +78,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
         ["compare.register_winner=false"] if args.no_register else [])
     config = load_config(args.config, overrides)
-    _preflight(config)
-    out = compare_methods_flow(config, requested_by=args.requested_by, request=_signed_request(args, config))
+    preflight(config)
+    out = compare_methods_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -296,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = _add_config_args(sub.add_parser("run", help="run the train_adapter flow on a config"))
+    run.add_argument("--dry-run", action="store_true", help="load, split and validate the data and print the "
+                     "effective config; train and register nothing")
     run.set_defaults(func=cmd_run)
     cmp = _add_config_args(sub.add_parser(
         "compare", help="train several PEFT methods on the same split and budget, compare them side by side, "
@@ -314,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_approval_commands(sub)
     add_key_commands(sub)
     add_inspect_commands(sub)
+    add_config_commands(sub, str(DEFAULT_CONFIG))
     _add_audit_command(sub)
     _add_ui_commands(sub)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

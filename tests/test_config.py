@@ -88,3 +88,36 @@ def test_method_options_are_checked_against_the_method(tmp_path, overrides, frag
     with pytest.raises(InputError, match="invalid config") as err:
         load_config(f, overrides)
     assert fragment in str(err.value)
+
+
+def test_an_unknown_key_suggests_the_nearest_one():
+    with pytest.raises(InputError, match=r"training.epoch: unknown key, did you mean training.epochs\?"):
+        load_config("configs/default.yaml", ["training.epoch=2"])
+    with pytest.raises(InputError) as err:
+        load_config("configs/default.yaml", ["training.zzz=2"])
+    assert "did you mean" not in str(err.value) and "config schema" in str(err.value)
+
+
+def test_config_show_and_schema_print_what_a_run_would_use(cli, capsys):
+    import json
+
+    import yaml
+
+    assert cli(["config", "show", "--set", "training.epochs=1"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["training"]["epochs"] == 1 and shown["peft"]["method"] == "lora"
+    assert cli(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "description" in schema["$defs"]["TrainingConfig"]["properties"]["progress_seconds"]
+
+
+def test_a_dry_run_validates_the_data_and_trains_nothing(cli, capsys, state_home, tmp_path):
+    assert cli(["run", "--config", "configs/tiny.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# effective config" in out and "# validation gate: passed" in out and "nothing trained" in out
+    assert not (state_home / "mlflow.db").exists()  # no run, no registry written
+    bad = tmp_path / "dupes.csv"
+    bad.write_text("text,team,region\n" + "same text,billing,eu\n" * 40, encoding="utf-8")
+    assert cli(["run", "--config", "configs/tiny.yaml", "--dry-run", "--set", f"data.path={bad}",
+                "--set", "data.deduplicate=false"]) == 2
+    assert "data validation failed" in capsys.readouterr().err

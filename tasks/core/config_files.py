@@ -62,11 +62,27 @@ def format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "config"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling against configs/default.yaml)"
+            msg = "unknown key" + _did_you_mean(e["loc"]) + " (`adaptrail config schema` lists every key)"
         elif e["type"] == "missing":
             msg = "is required"
         lines.append(f"  - {loc}: {msg}")
     return "invalid config:\n" + "\n".join(lines)
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """', did you mean X?' for an unknown key, from the fields of the section it was found in."""
+    import difflib
+
+    from pydantic import BaseModel
+
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f", did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else ""
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
