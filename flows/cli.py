@@ -313,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_READS_STATE = ("verify", "predict", "list", "show", "approve", "reject", "revoke", "review", "audit")
+
+
+def _require_state(command: str) -> None:
+    """A command that reads registered versions refuses a state directory that does not exist, instead of creating
+    an empty one and then saying there is nothing there."""
+    if command in _READS_STATE and not os.environ.get("MLFLOW_TRACKING_URI") and \
+            not (state.home() / "mlflow.db").is_file():
+        raise InputError(f"no adaptrail state at {state.home()} (no mlflow.db there); run this where `make run` ran, "
+                         "or set ADAPTRAIL_HOME (or MLFLOW_TRACKING_URI) to your state")
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (not the stream of the first call)."""
 
@@ -367,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_expected_errors()
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
+        _require_state(args.command)
         code = args.func(args)
     except AdaptrailError as err:
         print(f"adaptrail: error: {err}", file=sys.stderr)

@@ -121,3 +121,9 @@ def test_a_dry_run_validates_the_data_and_trains_nothing(cli, capsys, state_home
     assert cli(["run", "--config", "configs/tiny.yaml", "--dry-run", "--set", f"data.path={bad}",
                 "--set", "data.deduplicate=false"]) == 2
     assert "data validation failed" in capsys.readouterr().err
+
+
+def test_a_command_that_reads_versions_refuses_a_missing_state_directory(cli, capsys, state_home):
+    assert cli(["verify", "support-ticket-router@champion"]) == 2
+    assert f"no adaptrail state at {state_home}" in capsys.readouterr().err
+    assert not (state_home / "mlflow.db").exists()  # nothing created in its place

@@ -153,8 +153,9 @@ def resolve_ref(ref: str) -> tuple[str, str]:
         return model, version
     mv = registry.version_by_alias(registry.client(), model, alias)
     if mv is None:
-        raise InputError(f"{model} has no alias {alias!r} (no version is {alias}); approve a version first or "
-                         f"name one as {model}/VERSION")
+        raise InputError(f"{model} has no alias {alias!r} in the registry at {state.tracking_uri()} (state directory "
+                         f"{state.home()}); approve a version first, name one as {model}/VERSION, or set "
+                         "ADAPTRAIL_HOME / MLFLOW_TRACKING_URI to the state you meant")
     return model, str(mv.version)
 
 
