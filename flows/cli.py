@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.cli_config import add_config_commands, preflight, signed_request
+from flows.cli_logging import configure_logging, quiet_expected_errors
 from flows.cli_keys import add_inspect_commands, add_key_commands
 from tasks.core import state
 from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
@@ -106,6 +107,10 @@ def cmd_example_data(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_all
 
+    if not os.environ.get("PREFECT_API_URL") and not args.temporary_api:
+        raise InputError("PREFECT_API_URL is not set: the deployments would be served on a temporary API that no UI "
+                         "can reach. Start one (`adaptrail ui` prints the URL) and export PREFECT_API_URL, or pass "
+                         "--temporary-api if that is what you want")
     serve_all(limit=args.limit)
     return EXIT_OK
 
@@ -118,9 +123,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _add_ui_commands(sub) -> None:
-    srv = sub.add_parser("serve", help="serve train_adapter, review_adapter and compliance_audit as deployments "
-                         "(runs triggered from the Prefect UI/API execute here; Ctrl-C stops)")
+    srv = sub.add_parser("serve", help="serve train_adapter, compare_methods, review_adapter and compliance_audit as "
+                         "deployments (runs triggered from the Prefect UI/API execute here; Ctrl-C stops)")
     srv.add_argument("--limit", type=int, default=None, metavar="N", help="at most N flow runs at once")
+    srv.add_argument("--temporary-api", action="store_true", help="serve on a temporary API when PREFECT_API_URL "
+                     "is unset (nothing outside this process can reach it)")
     srv.set_defaults(func=cmd_serve)
     ui = sub.add_parser("ui", help="start a local Prefect server and MLflow server over the project's state")
     ui.add_argument("--prefect-port", type=int, default=4200, metavar="PORT", help="default: 4200")
@@ -325,58 +332,13 @@ def _require_state(command: str) -> None:
                          "or set ADAPTRAIL_HOME (or MLFLOW_TRACKING_URI) to your state")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (not the stream of the first call)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def _configure_logging(verbose: bool) -> None:
-    root = logging.getLogger()
-    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    logging.getLogger("adaptrail").setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-class _ExpectedErrorFilter(logging.Filter):
-    """Drops log records that carry one of adaptrail's own (expected) errors: the CLI prints that error once, as one
-    block, at the end; a traceback is only for the unexpected (or with --verbose)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, AdaptrailError):
-            return False
-        text = record.getMessage()
-        return not any(f"{name}:" in text or f"{name}(" in text for name in _EXPECTED)
-
-
-_EXPECTED = ("InputError", "ValidationFailed", "DecisionRefused", "SignatureRefused", "LoadRefused", "Refused")
-
-
-def _quiet_expected_errors() -> None:
-    """Install the filter on Prefect's run loggers (they keep it when Prefect reconfigures its handlers)."""
-    for name in ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine"):
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, _ExpectedErrorFilter) for f in lg.filters):
-            lg.addFilter(_ExpectedErrorFilter())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quiet and not args.verbose and "prefect" not in sys.modules:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     if not args.verbose and args.command in ("run", "compare", "audit"):
-        _quiet_expected_errors()
+        quiet_expected_errors()
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         _require_state(args.command)

@@ -127,3 +127,9 @@ def test_a_command_that_reads_versions_refuses_a_missing_state_directory(cli, ca
     assert cli(["verify", "support-ticket-router@champion"]) == 2
     assert f"no adaptrail state at {state_home}" in capsys.readouterr().err
     assert not (state_home / "mlflow.db").exists()  # nothing created in its place
+
+
+def test_serve_refuses_a_temporary_api_no_ui_can_reach(cli, capsys, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert cli(["serve"]) == 2
+    assert "PREFECT_API_URL is not set" in capsys.readouterr().err
