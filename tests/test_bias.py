@@ -272,3 +272,21 @@ def test_bias_report_shows_the_per_group_table():
     assert "| a | 100 | 1.0000 | 0.6000 | 1.0000 | 0.0000 | yes |" in md
     assert "| b | 100 | 1.0000 | 0.3000 |" in md
     assert "| tiny | 5 |" in md and "| no (" in md  # small groups are listed, not judged
+
+
+def test_the_flip_rate_is_judged_on_its_wilson_interval_like_the_group_gaps():
+    """3 flips in 37 swaps (0.081) against a 0.05 threshold: beyond on the point estimate, but the 95% Wilson
+    interval reaches below 0.05, so under judge_on: ci_bound it is reported as possibly noise, not failed; judged on
+    the point it fails. Many flips fail either way."""
+    from tasks.core.metrics import wilson_interval
+    from tasks.gates.bias import _counterfactual_checks
+
+    low, high = wilson_interval(3, 37, 0.95)
+    assert low == pytest.approx(0.0280, abs=1e-3) and high == pytest.approx(0.2129, abs=1e-3)
+    assert wilson_interval(0, 10, 0.95)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(10, 10, 0.95)[1] == 1.0
+    cf = {"n_swaps": 37, "flip_rate": 0.0811, "mean_prob_change": 0.01, "flip_rate_ci": [round(low, 4), round(high, 4)],
+          "by_category": {"gender": {"flip_rate": 0.0811}}}
+    on_ci = _counterfactual_checks(cf, cfg(judge_on="ci_bound", max_counterfactual_flip_rate=0.05))[0]
+    assert on_ci.passed and "Wilson CI" in on_ci.detail and "possibly noise" in on_ci.detail
+    on_point = _counterfactual_checks(cf, cfg(judge_on="point", max_counterfactual_flip_rate=0.05))[0]
+    assert not on_point.passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -15,6 +16,20 @@ from tasks.core.predictions import Predictions
 def round6(x: float) -> float | None:
     """Rounded to 6 places for reports; None for NaN/inf."""
     return round(float(x), 6) if np.isfinite(x) else None
+
+
+def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (``successes`` of ``n``): unlike the normal approximation it stays
+    inside [0, 1] and is sound for small ``n`` and rates near 0 — the counterfactual flip rate's usual case."""
+    if n <= 0:
+        raise InputError("a proportion needs at least one trial")
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p, z2 = successes / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str],

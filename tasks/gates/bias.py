@@ -244,8 +244,19 @@ def _counterfactual_checks(cf: dict[str, Any], cfg: BiasGateConfig) -> list[Chec
                "not judged")
         return [Check(name, True, v, thr, why, judged=False) for name, v, thr in specs]
     worst = max(cf["by_category"].items(), key=lambda kv: kv[1]["flip_rate"] or 0.0)[0]
-    return [Check(name, v <= thr, v, thr, f"{v} over {n} swaps vs max {thr} (worst category {worst!r}); judged "
-                  "on the point estimate") for name, v, thr in specs]
+    (_, rate, rate_max), (name, change, change_max) = specs
+    low, high = cf.get("flip_rate_ci") or (None, None)
+    on_ci = cfg.judge_on == "ci_bound" and low is not None
+    ci = f", {cfg.confidence:.0%} Wilson CI [{low}, {high}]" if low is not None else ""
+    rule = ("judged on the CI lower bound, like the group gaps: fails only when the whole interval is above the "
+            "threshold" if on_ci else "judged on the point estimate")
+    detail = f"{rate} over {n} swaps{ci} vs max {rate_max} (worst category {worst!r}); {rule}"
+    passed = (low if on_ci else rate) <= rate_max
+    if passed and rate > rate_max:
+        detail += "; the point estimate is beyond the threshold but the interval is not: possibly noise"
+    return [Check("counterfactual_flip_rate", passed, rate, rate_max, detail),
+            Check(name, change <= change_max, change, change_max, f"{change} over {n} swaps vs max {change_max}; "
+                  "judged on the point estimate")]
 
 
 # --- champion comparison and the gate --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import numpy as np
 
 from tasks.core.config import BiasGateConfig
 from tasks.core.errors import InputError
+from tasks.core.metrics import wilson_interval
 from tasks.gates.identity_terms import TermPairs, resolve_terms
 from tasks.core.predictions import PredictFn
 
@@ -89,6 +90,7 @@ def counterfactual_test(texts: list[str], predict_fn: PredictFn, labels: list[st
     delta = p1[np.arange(len(src)), cls0] - p0[src, cls0]
     cats = np.array([c for _, c, _ in variants], dtype=object)
     out["flip_rate"], out["mean_prob_change"] = _round(flips.mean()), _round(np.abs(delta).mean())
+    out["flip_rate_ci"] = [_round(b) for b in wilson_interval(int(flips.sum()), len(flips), cfg.confidence)]
     for cat in pairs:
         m = cats == cat
         if m.any():
