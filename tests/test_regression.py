@@ -143,6 +143,7 @@ def test_baseline_that_beats_the_candidate_fails_it(margin, passed):
     c = check(d, "vs baseline: macro_f1")
     assert c.passed is passed and "'tfidf_logreg'" in c.detail
     assert d.details["baselines"]["best"] == "tfidf_logreg"
+    assert ("to beat it, try more epochs" in c.detail) is not passed  # the knobs to try, only when it lost
 
 
 @pytest.mark.parametrize("val_wrong, passed", [({"a": 2}, True), ({"a": 5, "b": 5, "c": 5}, False)])

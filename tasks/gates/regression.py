@@ -119,6 +119,12 @@ def _group_checks(cand: dict[str, Any], champ: dict[str, Any], cfg: RegressionGa
     return checks, rows
 
 
+#: What to try when an adapter loses to the cheap baseline (never: loosen the gate or weaken the baseline).
+BASELINE_HINT = ("to beat it, try more epochs (training.epochs), LoRA on more layers (e.g. peft.target_modules="
+                 "[query,key,value,dense] for BERT-style encoders), a larger rank (peft.r) or learning rate "
+                 "(training.learning_rate)")
+
+
 def _baseline_check(cand: dict[str, Any], baselines: dict[str, dict[str, Any]], cfg: RegressionGateConfig
                     ) -> tuple[Check, dict[str, Any]]:
     key = cfg.primary_metric
@@ -130,6 +136,8 @@ def _baseline_check(cand: dict[str, Any], baselines: dict[str, dict[str, Any]], 
     check = _threshold_check(f"vs baseline: {key}", c, b + margin, True,
                              f"candidate {c:.4f} vs best baseline {best!r} {b:.4f}: margin {c - b:+.4f}, "
                              f"required {margin:+.4f}")
+    if not check.passed:
+        check.detail += f"; {BASELINE_HINT}"
     return check, {"values": values, "best": best}
 
 
