@@ -61,9 +61,12 @@ class Trust:
     request_ids: set[str] = field(default_factory=set)  # signed run requests already used by a registration
     last_hash: dict[tuple[str, str], str] = field(default_factory=dict)  # version -> its last counted hash
     stored_last: dict[tuple[str, str], int] = field(default_factory=dict)  # version -> its last stored seq
+    by_version: dict[tuple[str, str], list[LedgerEvent]] = field(default_factory=dict)  # counted, per version
 
     def events(self, model: str | None = None, version: str | None = None) -> list[LedgerEvent]:
         """Counted events of adapters (policy events excluded), optionally of one model / version."""
+        if model is not None and version is not None:
+            return list(self.by_version.get((model, str(version)), []))
         return [e for e in self.counted if e.model != POLICY_MODEL and (model is None or e.model == model)
                 and (version is None or e.version == str(version))]
 
@@ -98,6 +101,8 @@ def evaluate(events: list[LedgerEvent]) -> Trust:
             continue
         latest_at = e.at  # only counted events set the clock: a forged future row cannot stop every write
         t.counted.append(e)
+        if e.model != POLICY_MODEL:
+            t.by_version.setdefault(key, []).append(e)
         t.last_hash[key] = e.hash
         if e.action == "registered" and "request" in e.extra:
             t.request_ids.add(request_id(e.extra["request"]))
@@ -121,7 +126,7 @@ def _time_problem(e: LedgerEvent, latest_at: str) -> str:
 def _problem(t: Trust, e: LedgerEvent, revocations: dict[str, str]) -> str:
     if t.policy is None:
         return ""  # before signing: counted, marked unsigned
-    own = t.events(e.model, e.version)
+    own = t.by_version.get((e.model, e.version), [])
     return (_signature_problem(t.policy, e, t.last_hash.get((e.model, e.version), GENESIS_HASH), revocations)
             or rule_problem(own, e, t.policy) or _registration_request_problem(t, e, revocations))
 
