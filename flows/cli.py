@@ -137,12 +137,21 @@ def _add_ui_commands(sub) -> None:
 # --- approvals and verified loading (tasks/approvals.py, tasks/loader.py) --------------------------------
 
 
+def _model_version(ref: str, version: str | None) -> tuple[str, str]:
+    """``MODEL/VERSION`` (the one reference syntax), or the older ``MODEL VERSION`` (still accepted)."""
+    if version is not None:
+        return ref, version
+    model, sep, number = ref.rpartition("/")
+    if not sep or not model or not number.isdigit():
+        raise InputError(f"name the version as MODEL/VERSION, e.g. support-ticket-router/1 (got {ref!r})")
+    return model, number
+
+
 def cmd_decide(args: argparse.Namespace) -> int:
-    from tasks.governance import approvals
+    from tasks.governance import approvals, trust
 
-    from tasks.governance import trust
-
-    decision = approvals.decide(args.command, args.model, args.version, trust.user_signer(args.key), args.reason,
+    model, version = _model_version(args.model, args.version)
+    decision = approvals.decide(args.command, model, version, trust.user_signer(args.key), args.reason,
                                 override=getattr(args, "override", False))
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
@@ -201,8 +210,8 @@ def _add_approval_commands(sub) -> None:
                        ("revoke", "withdraw an approval (removes alias champion; names a successor)"),
                        ("review", "re-review an approved or expired version (renews review.due)")):
         cmd = sub.add_parser(name, help=what)
-        cmd.add_argument("model", help="registered model name, e.g. support-ticket-router")
-        cmd.add_argument("version", help="version number")
+        cmd.add_argument("model", metavar="MODEL/VERSION", help="e.g. support-ticket-router/1")
+        cmd.add_argument("version", nargs="?", default=None, help=argparse.SUPPRESS)  # the older `MODEL VERSION`
         cmd.add_argument("--reason", required=True, help="why; recorded in the approval ledger")
         cmd.add_argument("--key", default=None, metavar="PRIVATE_KEY",
                          help="your key, which names you (default $ADAPTRAIL_SIGNING_KEY); the policy says who may")

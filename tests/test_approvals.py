@@ -287,11 +287,13 @@ def test_cli_decisions_are_signed_with_the_deciders_key_and_exit_2_when_refused(
     monkeypatch.setenv("ADAPTRAIL_SIGNING_KEY", P[REQUESTER].source)  # the requester's own key
     assert cli(["approve", MODEL, v, "--reason", "my own"]) == EXIT_REFUSED
     assert "refused (separation-of-duties)" in capsys.readouterr().err
-    assert cli(["approve", MODEL, v, "--reason", "reviewed the reports", "--key", P["alice"].source]) == 0
+    assert cli(["approve", f"{MODEL}/{v}", "--reason", "reviewed the reports", "--key", P["alice"].source]) == 0
     assert f"{MODEL} v{v}: approved; alias champion -> v{v}" in capsys.readouterr().out
     assert events(v)[-1].actor == "alice" and champion() == v
-    assert cli(["revoke", MODEL, v, "--reason", "bad", "--key", P["erin"].source]) == EXIT_REFUSED
+    assert cli(["revoke", MODEL, v, "--reason", "bad", "--key", P["erin"].source]) == EXIT_REFUSED  # the older form
     assert "not an approver in the policy" in capsys.readouterr().err
+    assert cli(["revoke", MODEL, "--reason", "bad", "--key", P["bob"].source]) == EXIT_BAD_INPUT
+    assert "name the version as MODEL/VERSION" in capsys.readouterr().err
 
 
 def test_list_and_show_read_the_ledgers_view_and_refusals_exit_5(home, cli, capsys):
