@@ -524,7 +524,8 @@ def test_the_honest_path_leaves_no_checkpoint_finding(home, adapter, cli, tmp_pa
     assert cli(["audit", "--out", str(tmp_path / "a2")]) == 0  # the first audit's MLflow run is a checkpoint too
 
 
-def test_checkpoints_are_signed_and_a_forged_line_is_reported_not_believed(home, adapter, tmp_path):
+@pytest.mark.parametrize("forger", ["outsider", "approver"])
+def test_checkpoints_are_signed_and_a_forged_line_is_reported_not_believed(home, adapter, tmp_path, forger):
     """Every checkpoint line carries the service key's signature; a line signed by a key outside the policy (an
     insider who can append to the store) is a high finding and is not compared (no false truncation alarm)."""
     from tasks.governance import checkpoints
@@ -534,14 +535,14 @@ def test_checkpoints_are_signed_and_a_forged_line_is_reported_not_believed(home,
     lines = [json.loads(x) for x in store.read_text().splitlines()]
     assert lines and all(keys.signature_problem(P["pipeline"].public, checkpoints.Checkpoint(
         x["ledger"], x["seq"], x["head_hash"], x["at"], x["by"]).statement, x["signature"]) == "" for x in lines)
-    mallory = keys.keygen(tmp_path / "mallory", "mallory")
+    signer = keys.keygen(tmp_path / "mallory", "mallory") if forger == "outsider" else P["alice"]  # not a service key
     fake = checkpoints.Checkpoint(lines[0]["ledger"], 99, "0" * 64, lines[-1]["at"], "append")
     with store.open("a") as f:
-        f.write(json.dumps({**json.loads(fake.statement), "signature": mallory.sign(fake.statement)}) + "\n")
+        f.write(json.dumps({**json.loads(fake.statement), "signature": signer.sign(fake.statement)}) + "\n")
     found = audit.collect(rehash=False)
     audit.assess(found)
     messages = [(f.severity, f.message) for f in found.findings if f.code == "ledger-checkpoint"]
-    assert [s for s, _ in messages] == ["high"] and "not in the policy" in messages[0][1]
+    assert [s for s, _ in messages] == ["high"] and "not a service key of the policy" in messages[0][1]
 
 
 def test_a_requester_who_trains_under_another_name_is_caught_by_signed_requests(home, adapter, cli, capsys):
@@ -673,3 +674,31 @@ def test_a_malformed_raw_row_is_reported_and_crashes_nothing(home, adapter, cli,
     assert cli(["verify", MODEL, v]) == EXIT_REFUSED  # the chain is broken and the row does not count, but nothing raises
     assert cli(["revoke", MODEL, v, "--reason", "leaked data", *key("bob")]) == 0
     assert ("critical", "ledger-chain", "") in audit_findings()
+
+
+
+def test_a_run_whose_service_key_the_policy_does_not_name_is_refused_before_training(home, monkeypatch, tmp_path):
+    """An insider points the pipeline at their own key: nothing trains, nothing is registered under it."""
+    from tasks.steps.common import open_run
+
+    rogue = keys.keygen(tmp_path / "rogue-service", "rogue")
+    monkeypatch.setenv("ADAPTRAIL_SERVICE_KEY", rogue.source)
+    with pytest.raises(approvals.InputError, match="could not sign this run's registration: key .* is not in the "
+                                                   "policy"):
+        trust.require_service_key()
+    with pytest.raises(approvals.InputError, match="could not sign"):
+        open_run.fn(None, None, None, "carol")  # refused first, before the config is even read
+    monkeypatch.setenv("ADAPTRAIL_SERVICE_KEY", P["alice"].source)  # a key of the policy, but not a service key
+    with pytest.raises(approvals.InputError, match="may not sign `registered`"):
+        trust.require_service_key()
+
+
+def test_a_decision_the_reader_would_not_count_is_never_signed(home, adapter, monkeypatch):
+    """Defence in depth: were a rule of the decision code lost (here: separation of duties switched off), the
+    statement is still checked against the reader's rules before it is signed, so nothing is written."""
+    v = registered(adapter, approve=False)
+    monkeypatch.setattr(approvals, "require_decider", lambda *a, **k: None)
+    with pytest.raises(approvals.DecisionRefused, match=r"refused \(rule\): 'carol' approves their own run"):
+        approvals.approve(MODEL, v, P["carol"], "mine")
+    with Ledger() as led:
+        assert [e.action for e in led.events(model=MODEL, version=v)] == ["registered"]

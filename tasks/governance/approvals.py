@@ -18,9 +18,9 @@ from tasks.core.names import ACTOR_EXPIRY, ALIAS_CANDIDATE, ALIAS_CHAMPION, Appr
 from tasks.governance import keys, registry, trust
 from tasks.governance.ledger import Ledger, LedgerConflict, LedgerEvent, LedgerTimeConflict
 # Re-exported: the decisions' API reads as one module (approvals.record_registration, approvals.Policy, ...).
-from tasks.governance.ledger_view import (FACT_TAGS, STATUS_OF, _v, approved_in_date,  # noqa: F401
-                                          disagreements, expected_champion, identity_of, identity_problem, is_overdue,
-                                          ledger_tags, state_tags, utc_now, decision_time)
+from tasks.governance.ledger_view import (_v, approved_in_date, decision_time, disagreements,  # noqa: F401
+                                          expected_champion, identity_of, is_overdue, ledger_tags, state_tags,
+                                          utc_now)
 from tasks.governance.policy import Policy  # noqa: F401
 from tasks.governance.registration import record_registration  # noqa: F401
 from tasks.governance.rules import DecisionRefused, check_override, require_decider

@@ -111,6 +111,6 @@ def _signature_problem(cp: Checkpoint, known_key: Callable[[Any], bool]) -> str:
     except (ValueError, TypeError):
         return "has a malformed signature"
     if not known_key(public):
-        return f"is signed by key {keys.key_id(public)}, which is not in the policy"
+        return f"is signed by key {keys.key_id(public)}, which is not a service key of the policy"
     bad = keys.signature_problem(public, cp.statement, cp.signature)
     return f"has a signature that does not verify ({bad})" if bad else ""

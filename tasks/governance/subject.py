@@ -16,6 +16,7 @@ from tasks.governance import registry, trust
 from tasks.governance.ledger import Ledger, LedgerEvent, evidence_digest
 from tasks.governance.ledger_view import (FACT_TAGS, LEDGER_ONLY_TAGS, STATUS_OF, disagreements, expected_champion,
                                           identity_of, identity_problem, ledger_tags)
+from tasks.governance.event_rules import rule_problem
 from tasks.governance.policy import Policy
 from tasks.governance.rules import DecisionRefused
 
@@ -104,11 +105,17 @@ class Subject:
                 **extra}
         draft = trust.draft(self.trust, self.model, self.version, action, person, reason, evidence_digest(facts),
                             meta, self.now)
+        if self.trust.policy is not None:  # never sign what the ledger's reader would not count
+            problem = rule_problem(self.events, LedgerEvent(0, prev_hash="", hash="", **draft.fields),
+                                   self.trust.policy)
+            if problem:
+                raise DecisionRefused("rule", problem)
         return Plan(kind, draft, self)
 
     def repair(self) -> None:
         """Once a decision is accepted: MLflow's aliases (and tags) agree with the ledger again."""
-        self.repaired = list(dict.fromkeys(self.repaired + reconcile_version(self.c, self.led, self.model, self.version)))
+        fixed = reconcile_version(self.c, self.led, self.model, self.version, t=self.trust)  # no second ledger read
+        self.repaired = list(dict.fromkeys(self.repaired + fixed))
 
     def unchanged(self, action: str, message: str) -> Decision:
         self.repair()
