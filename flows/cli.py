@@ -13,7 +13,7 @@ from typing import Any
 from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_logging import configure_logging, quiet_expected_errors
 from flows.cli_keys import add_inspect_commands, add_key_commands
-from tasks.core import state
+from tasks.core import relocation, state
 from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -36,7 +36,7 @@ def _print_run_summary(s: dict[str, Any]) -> None:
     ref = f"{s['model']}/{s['version']}"
     if s["status"] == "pending":
         print(f"  next:     adaptrail show {ref}, then an approver who did not request the run signs: adaptrail "
-              f"approve {s['model']} {s['version']} --key THEIR_KEY --reason ...")
+              f"approve {ref} --key THEIR_KEY --reason ...")
     else:
         print(f"  next:     adaptrail show {ref} (why it was rejected); an override needs two approvers' keys")
 
@@ -308,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--no-register", action="store_true", help="only compare; register nothing")
     cmp.set_defaults(func=cmd_compare)
 
+    rel = sub.add_parser("relocate", help="after moving or copying the state directory: point the artifact paths "
+                         "MLflow recorded at this one")
+    rel.set_defaults(func=cmd_relocate)
     ex = sub.add_parser("example-data", help="(re)generate the example support-ticket data set")
     ex.add_argument("--out", default="examples/support_tickets.csv")
     ex.add_argument("--rows", type=int, default=3000)
@@ -339,6 +342,16 @@ def _require_state(command: str) -> None:
             not (state.home() / "mlflow.db").is_file():
         raise InputError(f"no adaptrail state at {state.home()} (no mlflow.db there); run this where `make run` ran, "
                          "or set ADAPTRAIL_HOME (or MLFLOW_TRACKING_URI) to your state")
+    if command in _READS_STATE + ("run", "compare", "ui"):
+        relocation.require_in_place()
+
+
+def cmd_relocate(args: argparse.Namespace) -> int:
+    old = relocation.moved_from()
+    changed = relocation.relocate()
+    print(f"relocated {sum(changed.values())} recorded paths from {old} to {relocation.here()}: "
+          + ", ".join(f"{k} {v}" for k, v in changed.items()))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
