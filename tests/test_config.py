@@ -80,6 +80,10 @@ def test_every_method_is_a_valid_choice(tmp_path, method):
         (["peft.method=prefix_tuning", "peft.num_virtual_tokens=-1"], "peft.num_virtual_tokens must be a positive"),
         (["peft.method=adalora"], "peft.method: Input should be 'lora', 'ia3'"),
         (["peft.method=ia3", "peft.feedforward_modules=[output.dense]"], "must also be in peft.target_modules"),
+        # options several methods share are refused too where the chosen method would silently ignore them
+        (["peft.method=ia3", "peft.r=16"], "peft.r applies to method lora or loha or lokr or vera only, not ia3"),
+        (["peft.method=prompt_tuning", "peft.target_modules=[query]"], "peft.target_modules applies to method lora"),
+        (["peft.method=full", "peft.dropout=0.2"], "peft.dropout applies to method lora or loha or lokr or vera"),
     ],
 )
 def test_method_options_are_checked_against_the_method(tmp_path, overrides, fragment):
@@ -88,6 +92,12 @@ def test_method_options_are_checked_against_the_method(tmp_path, overrides, frag
     with pytest.raises(InputError, match="invalid config") as err:
         load_config(f, overrides)
     assert fragment in str(err.value)
+
+
+def test_the_shipped_default_config_switches_method_without_a_refusal():
+    """configs/default.yaml sets shared options only to their defaults, so ``--set peft.method=X`` just works."""
+    for method in ("ia3", "prompt_tuning", "bottleneck", "full"):
+        assert load_config("configs/default.yaml", [f"peft.method={method}"]).peft.method == method
 
 
 def test_an_unknown_key_suggests_the_nearest_one():

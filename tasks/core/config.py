@@ -59,11 +59,21 @@ class ModelConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(3, ge=1, le=1000)
+    epochs: int = Field(10, ge=1, le=1000, description="the most epochs trained; with early stopping, training "
+                        "stops sooner when the validation metric stops improving")
+    early_stopping_patience: int | None = Field(
+        2, ge=1, description="stop after this many epochs without a better validation metric (macro-F1; causal_lm: "
+        "loss) and keep the best epoch's weights; null: train every epoch and keep the last")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(2e-3, gt=0, lt=1)
+    head_learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="learning rate of the modules trained in full next to the adapter (the fresh "
+        "classification head); null: training.learning_rate")
+    class_weights: Literal["auto", "balanced", "none"] = Field(
+        "auto", description="sequence_classification: weight the loss by inverse class frequency (balanced), never "
+        "(none), or when the largest class of the training split is more than 1.5 times the smallest (auto)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")

@@ -120,9 +120,10 @@ def _group_checks(cand: dict[str, Any], champ: dict[str, Any], cfg: RegressionGa
 
 
 #: What to try when an adapter loses to the cheap baseline (never: loosen the gate or weaken the baseline).
-BASELINE_HINT = ("to beat it, try more epochs (training.epochs), LoRA on more layers (e.g. peft.target_modules="
-                 "[query,key,value,dense] for BERT-style encoders), a larger rank (peft.r) or learning rate "
-                 "(training.learning_rate)")
+BASELINE_HINT = ("to beat it, try more epochs (training.epochs, training.early_stopping_patience), LoRA on every "
+                 "linear layer (peft.target_modules: [all-linear]), a larger rank (peft.r), another learning rate "
+                 "(training.learning_rate; the head's: training.head_learning_rate) or a balanced loss "
+                 "(training.class_weights: balanced)")
 
 
 def _baseline_check(cand: dict[str, Any], baselines: dict[str, dict[str, Any]], cfg: RegressionGateConfig

@@ -16,7 +16,8 @@ from tasks.gates.decision import GateDecision
 from tasks.gates.lm_evaluation import LMEvaluation, evaluate_lm, evaluation_markdown, generation_metrics
 from tasks.gates.lm_probe import lm_regression_gate, run_stereotype_probe
 from tasks.governance import registry
-from tasks.steps.common import RunContext, load_run_champion, log_gate, log_trained, start_training, step
+from tasks.steps.common import (RunContext, load_run_champion, log_gate, log_trained, start_training, step,
+                                step_losses)
 from tasks.steps.kinds import TaskSteps
 from tasks.training import causal_lm as lm
 from tasks.training.recipe import TrainedAdapter, train_adapter
@@ -81,7 +82,8 @@ def train_lm_adapter(ctx: RunContext) -> TrainedAdapter:
                          "training.processes: 1 for causal_lm")
     on_epoch = start_training(ctx)
     return log_trained(ctx, train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation,
-                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch))
+                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch,
+                                          on_step=step_losses(ctx)))
 
 
 @step(name="evaluate")

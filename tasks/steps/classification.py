@@ -11,7 +11,8 @@ from tasks.gates.classification import ChampionEvidence
 from tasks.gates.decision import GateDecision
 from tasks.gates.evaluation import Evaluation, evaluate
 from tasks.governance import registry
-from tasks.steps.common import RunContext, load_run_champion, log_gate, log_trained, start_training, step
+from tasks.steps.common import (RunContext, load_run_champion, log_gate, log_trained, start_training, step,
+                                step_losses)
 from tasks.steps.kinds import TaskSteps
 from tasks.training.loop import predict_proba
 from tasks.training.recipe import TrainedAdapter, train_adapter
@@ -30,7 +31,8 @@ def train(ctx: RunContext) -> TrainedAdapter:
         return train_distributed(ctx)
     on_epoch = start_training(ctx)
     return log_trained(ctx, train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation,
-                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch))
+                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch,
+                                          on_step=step_losses(ctx)))
 
 
 @step(name="evaluate")

@@ -26,7 +26,7 @@ from tasks.gates import reports
 from tasks.gates.decision import GateDecision
 from tasks.governance import registry, run_requests, trust
 from tasks.governance.loader import ChampionLoad, load_champion
-from tasks.training.loop import EpochCallback
+from tasks.training.loop import EpochCallback, StepCallback
 from tasks.training.model import BaseModelRef, resolve_base_model
 from tasks.training.recipe import TrainedAdapter, TrainingJob
 
@@ -124,11 +124,22 @@ def start_training(ctx: RunContext) -> EpochCallback:
     return on_epoch
 
 
+def step_losses(ctx: RunContext) -> StepCallback:
+    """The step-level loss curve: ``train_loss_step`` at each optimizer step training reports (every
+    ``training.progress_seconds``)."""
+    c = registry.client()
+
+    def on_step(step: int, loss: float) -> None:
+        registry.log_metrics(c, ctx.run_id, {"train_loss_step": loss}, step=step)
+    return on_step
+
+
 def log_trained(ctx: RunContext, trained: TrainedAdapter) -> TrainedAdapter:
     """The training metrics every trained adapter logs, however it was trained."""
     registry.log_metrics(registry.client(), ctx.run_id, {
         "train_seconds": trained.stats.seconds, "train_tokens_per_second": trained.stats.tokens_per_second,
-        "trainable_params": trained.trainable_params, "adapter_bytes": trained.size_bytes})
+        "trainable_params": trained.trainable_params, "adapter_bytes": trained.size_bytes,
+        "epochs_trained": len(trained.stats.history), "epoch_kept": trained.stats.best_epoch})
     return trained
 
 

@@ -81,6 +81,7 @@ def train_method(parent: RunContext, name: str, config: Config) -> MethodResult:
             adapter_bytes=trained.size_bytes, wall_seconds=wall, tokens_per_second=trained.stats.tokens_per_second,
             peak_memory_mib=mem["growth_mib"], cost=wall / 3600 * cc.price_per_hour, adapter_digest=trained.digest,
             extra={"name": name, "steps": trained.stats.steps, "epochs": trained.stats.epochs,
+                   "best_epoch": trained.stats.best_epoch,
                    "train_seconds": trained.stats.seconds, "real_tokens": trained.stats.real_tokens,
                    "padded_tokens": trained.stats.padded_tokens, "learning_rate": config.training.learning_rate})
         registry.log_metrics(c, ctx.run_id, {"compare_wall_seconds": wall, "compare_peak_memory_mib": mem["growth_mib"],
@@ -137,7 +138,7 @@ def reload_winner(parent: RunContext, result: MethodResult, config: Config) -> t
                          f"comparison measured {result.adapter_digest[:16]}...; its artifacts changed, re-run compare")
     x = result.extra
     stats = TrainStats(epochs=x["epochs"], steps=x["steps"], seconds=x["train_seconds"],
-                       real_tokens=x["real_tokens"], padded_tokens=x["padded_tokens"])
+                       real_tokens=x["real_tokens"], padded_tokens=x["padded_tokens"], best_epoch=x["best_epoch"])
     total = result.base_params + (result.trainable_params if config.peft.method != "full" else 0)
     job = TrainingJob(config=config, base=parent.base, labels=list(parent.splits.labels),
                       dataset_digest=parent.splits.digest)

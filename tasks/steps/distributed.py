@@ -160,7 +160,7 @@ def train_distributed(ctx: RunContext, timeout_s: float = LAUNCH_TIMEOUT_S) -> T
 
     gathered = json.loads((spec.parent / STATS_FILE).read_text(encoding="utf-8"))
     stats = TrainStats(**{k: gathered[k] for k in ("epochs", "steps", "seconds", "real_tokens", "padded_tokens",
-                                                   "history")})
+                                                   "history", "best_epoch")})
     for record in stats.history:
         on_epoch(int(record["epoch"]), record)
     reports.write_json(ctx.workdir / ARTIFACT_REPORTS / STATS_REPORT, gathered)

@@ -1,4 +1,5 @@
-"""Train an adapter on a frozen base: seeded, length-grouped batches with dynamic padding, AdamW + linear warmup."""
+"""Train an adapter on a frozen base: seeded, length-grouped batches with dynamic padding, AdamW + linear warmup,
+early stopping on a validation metric with the best epoch's weights kept."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from tasks.core.errors import InputError
 log = logging.getLogger("adaptrail")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int, float], None]  # (optimizer step, mean training loss since the last call)
 Collate = Callable[[Any, list[int], int], dict[str, torch.Tensor]]  # (encoded, batch indices, pad id) -> inputs
 Validate = Callable[[Any], dict[str, float]]  # model -> validation metrics (e.g. val_loss), after each epoch
+Monitor = tuple[str, bool]  # (the validation metric early stopping watches, whether higher is better)
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]  # (model outputs, labels) -> loss, where not the model's own
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TrainStats:
     real_tokens: int  # non-padding tokens seen in training
     padded_tokens: int  # tokens including padding
     history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0  # the epoch whose weights were kept (the last one without early stopping)
 
     @property
     def tokens_per_second(self) -> float:
@@ -155,11 +160,17 @@ def linear_warmup(optimizer, total_steps: int, warmup_ratio: float):
 
 
 def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: TrainingConfig,
-          on_epoch: EpochCallback | None = None, *, collate_fn: Collate = collate, validate: Validate | None = None
-          ) -> TrainStats:
+          on_epoch: EpochCallback | None = None, *, collate_fn: Collate = collate, validate: Validate | None = None,
+          monitor: Monitor | None = None, param_groups: list[dict[str, Any]] | None = None,
+          loss_fn: LossFn | None = None, on_step: StepCallback | None = None) -> TrainStats:
     """Optimise the trainable (adapter) parameters; report loss and ``validate(model)`` after each epoch.
 
-    ``collate_fn`` turns a batch into model inputs with ``labels`` (the task kind's, on the training device).
+    ``collate_fn`` turns a batch into model inputs with ``labels`` (the task kind's, on the training device). With a
+    ``monitor`` and ``cfg.early_stopping_patience``, training stops once the monitored validation metric has not
+    improved for that many epochs, and the weights of its best epoch are put back. ``param_groups`` (AdamW groups,
+    e.g. the head at its own learning rate) default to every trainable parameter at ``cfg.learning_rate``;
+    ``loss_fn`` replaces the model's own loss (e.g. class-weighted cross-entropy). ``on_step`` receives the mean
+    training loss every ``cfg.progress_seconds`` (step-level loss curves, e.g. to MLflow).
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -172,41 +183,94 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError("the model has no trainable parameters; the adapter was not attached")
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups or params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
     epochs = math.ceil(total_steps / steps_per_epoch)
     scheduler = linear_warmup(optimizer, total_steps, cfg.warmup_ratio)
     stats = TrainStats(epochs=epochs, steps=0, seconds=0.0, real_tokens=0, padded_tokens=0)
+    stopper = (_EarlyStopping(model, monitor, cfg.early_stopping_patience)
+               if validate is not None and monitor is not None and cfg.early_stopping_patience else None)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         batches = make_batches(train_enc.lengths, cfg.batch_size, rng, cfg.group_by_length)
         losses = _epoch(model, train_enc, batches, pad_id, collate_fn, optimizer, scheduler, stats, total_steps,
-                        f"epoch {epoch}/{epochs}", cfg.progress_seconds)
+                        f"epoch {epoch}/{epochs}", cfg.progress_seconds, loss_fn, on_step)
         stats.seconds += time.perf_counter() - start
         record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if validate is not None and len(val_enc):
             record.update(validate(model))
         stats.history.append(record)
+        stats.best_epoch = epoch
         log.info("epoch %d/%d %s", epoch, epochs, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
         if on_epoch is not None:
             on_epoch(epoch, record)
+        if stopper is not None and stopper.update(epoch, record) and epoch < epochs:
+            log.info("early stopping: %s has not improved for %d epochs; keeping epoch %d", monitor[0],
+                     epoch - stopper.best_epoch, stopper.best_epoch)
+            break
+    if stopper is not None:
+        stats.best_epoch = stopper.restore(stats.best_epoch)
     return stats
 
 
+class _EarlyStopping:
+    """Remembers the trainable weights of the best epoch so far; says when to stop; puts the best weights back.
+
+    Under torchrun only rank 0 validates: its decision (improved, stop) is broadcast so that every rank keeps the
+    same epoch and stops at the same time (their weights are identical under DDP).
+    """
+
+    def __init__(self, model, monitor: Monitor, patience: int):
+        self.model, (self.key, self.higher), self.patience = model, monitor, patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.saved: dict[str, torch.Tensor] = {}
+
+    def update(self, epoch: int, record: dict[str, float]) -> bool:
+        """Note this epoch's metric; True when training should stop."""
+        value = record.get(self.key)
+        improved = value is not None and not math.isnan(value) and (
+            self.best is None or (value > self.best if self.higher else value < self.best))
+        if improved:
+            self.best = value
+        decision = torch.tensor([int(improved)], dtype=torch.long)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(decision, src=0)
+        if bool(decision.item()):
+            self.best_epoch = epoch
+            self.saved = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        return epoch - self.best_epoch >= self.patience
+
+    @torch.no_grad()
+    def restore(self, last_epoch: int) -> int:
+        """Put the best epoch's weights back (nothing to do when it was the last); returns the epoch kept."""
+        if not self.saved or self.best_epoch == last_epoch:
+            return last_epoch
+        for n, p in self.model.named_parameters():
+            if n in self.saved:
+                p.copy_(self.saved[n])
+        return self.best_epoch
+
+
 def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collate, optimizer, scheduler,
-           stats: TrainStats, total_steps: int, desc: str, progress_seconds: int = 30) -> list[float]:
+           stats: TrainStats, total_steps: int, desc: str, progress_seconds: int = 30,
+           loss_fn: LossFn | None = None, on_step: StepCallback | None = None) -> list[float]:
     """One pass over ``batches`` (stopping at ``total_steps``); counts steps and tokens into ``stats``. A progress
-    bar on a terminal; otherwise a log line every ``progress_seconds``."""
+    bar on a terminal; otherwise a log line every ``progress_seconds``; ``on_step`` as often, either way."""
     model.train()
     losses: list[float] = []
     bar = tqdm(batches, desc=desc, leave=False, mininterval=2.0, disable=None)
-    progress = _Progress(desc, total_steps, stats, progress_seconds, enabled=bar.disable)
+    progress = _Progress(desc, total_steps, stats, progress_seconds, enabled=bar.disable, on_step=on_step)
     for batch in bar:
         if stats.steps >= total_steps:
             break
         inputs = collate_fn(enc, batch, pad_id)
-        loss = model(**inputs).loss
+        if loss_fn is None:
+            loss = model(**inputs).loss
+        else:
+            labels = inputs.pop("labels")
+            loss = loss_fn(model(**inputs), labels)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -221,18 +285,30 @@ def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collat
 
 
 class _Progress:
-    """Where no bar is shown: every ``every`` seconds, one line with step, loss, real tokens/s and time left."""
+    """Every ``every`` seconds: where no bar is shown, one line with step, loss, real tokens/s and time left; and the
+    mean loss since the last time to ``on_step``, bar or not."""
 
-    def __init__(self, desc: str, total_steps: int, stats: TrainStats, every: int, enabled: bool):
+    def __init__(self, desc: str, total_steps: int, stats: TrainStats, every: int, enabled: bool,
+                 on_step: StepCallback | None = None):
         self.desc, self.total, self.stats, self.every, self.enabled = desc, total_steps, stats, every, enabled
+        self.on_step = on_step
         self.start = self.last = time.perf_counter()
         self.steps0, self.tokens0 = stats.steps, stats.real_tokens
+        self.losses: list[float] = []
 
     def step(self, loss: float) -> None:
+        self.losses.append(loss)
+        if not (self.enabled or self.on_step):
+            return
         now = time.perf_counter()
-        if not self.enabled or now - self.last < self.every:
+        if now - self.last < self.every:
             return
         self.last = now
+        if self.on_step is not None:
+            self.on_step(self.stats.steps, float(np.mean(self.losses)))
+        self.losses = []
+        if not self.enabled:
+            return
         done, spent = self.stats.steps - self.steps0, now - self.start
         left = (self.total - self.stats.steps) * spent / max(1, done)
         log.info("%s step %d/%d loss=%.4f %.0f tokens/s, about %dm%02ds left (all epochs)", self.desc,

@@ -23,6 +23,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 PEFT_CONFIG_FILE = "adapter_config.json"
 STRUCTURE_FILE = "adapter_structure.json"
 BOTTLENECK_NAME = "adaptrail"
+ALL_LINEAR = "all-linear"
 _PEFT_CARD = "README.md"  # peft writes a boilerplate model card; the registry holds the real evidence
 
 
@@ -61,6 +62,8 @@ def to_peft_config(cfg: PeftConfig, task: str, modules_to_save: list[str]):
             "prefix_tuning": peft.PrefixTuningConfig}[cfg.method]
     task_type = {"sequence_classification": peft.TaskType.SEQ_CLS, "causal_lm": peft.TaskType.CAUSAL_LM}[task]
     options = {keyword: _plain(getattr(cfg, option)) for option, keyword in METHOD_OPTIONS[cfg.method].items()}
+    if options.get("target_modules") == [ALL_LINEAR]:  # peft's shorthand: every linear layer but the output head
+        options["target_modules"] = ALL_LINEAR
     return kind(task_type=task_type, modules_to_save=modules_to_save or None, **options)
 
 

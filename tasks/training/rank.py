@@ -83,7 +83,8 @@ def merge_stats(rank0: TrainStats, every: list[dict[str, Any]], backend: str) ->
     return {"epochs": rank0.epochs, "steps": rank0.steps, "seconds": max(r["seconds"] for r in every),
             "real_tokens": sum(r["real_tokens"] for r in every),
             "padded_tokens": sum(r["padded_tokens"] for r in every),
-            "history": history, "world_size": len(every), "backend": backend, "ranks": every}
+            "history": history, "best_epoch": rank0.best_epoch, "world_size": len(every), "backend": backend,
+            "ranks": every}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.core.config import Config
+from tasks.core.config import Config, TrainingConfig
 from tasks.core.metrics import classification_metrics
 from tasks.data.lm import PROMPT, RESPONSE
 from tasks.data.splits import LABEL, TEXT
 from tasks.training import causal_lm as lm
 from tasks.training.adapter_files import dir_size, read_metadata, save_adapter
-from tasks.training.loop import (Collate, EpochCallback, Encoded, TrainStats, Validate, collate, encode,
-                                 predict_logits, predict_proba, seed_everything, train)
-from tasks.training.methods import load_weights
+from tasks.training.loop import (Collate, EpochCallback, Encoded, LossFn, Monitor, StepCallback, TrainStats,
+                                 Validate, collate, encode, predict_logits, predict_proba, seed_everything, train)
+from tasks.training.methods import head_modules, load_weights
 from tasks.training.model import BaseModelRef, count_parameters, load_classifier, load_tokenizer, wrap_with_peft
 
 
@@ -85,6 +85,7 @@ class Built:
     pad_id: int
     trainable: int
     total: int
+    head: list[str]  # modules trained in full next to the adapter (the fresh classification head)
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,18 @@ class TaskKind(Protocol):
     def encode(self, tokenizer: Any, frame: pd.DataFrame, job: TrainingJob) -> Any: ...
 
     collate: Collate
+    monitor: Monitor  # what early stopping watches in the validator's record
 
     def validator(self, job: TrainingJob, built: Built, val: Any, device: torch.device | None) -> Validate: ...
+
+    def loss(self, job: TrainingJob, train: Any) -> LossFn | None: ...
 
 
 class Classification:
     """sequence_classification: text -> label, a fresh head trained with the adapter."""
 
     collate: Collate = staticmethod(collate)
+    monitor: Monitor = ("val_macro_f1", True)
 
     def tokenizer(self, job: TrainingJob) -> Any:
         return load_tokenizer(job.base, job.config.model)
@@ -139,11 +144,20 @@ class Classification:
             return {"val_loss": float(loss), "val_accuracy": met["accuracy"], "val_macro_f1": met["macro_f1"]}
         return validate
 
+    def loss(self, job: TrainingJob, train: Encoded) -> LossFn | None:
+        weights = class_weights(train.labels, len(job.labels), job.config.training.class_weights)
+        if weights is None:
+            return None
+        w = torch.tensor(weights, dtype=torch.float32)
+        return lambda out, labels: torch.nn.functional.cross_entropy(out.logits, labels,
+                                                                     weight=w.to(out.logits.device))
+
 
 class CausalLM:
     """causal_lm: instruction tuning on prompt/response pairs, loss on the response only."""
 
     collate: Collate = staticmethod(lm.lm_collate)
+    monitor: Monitor = ("val_loss", False)
 
     def tokenizer(self, job: TrainingJob) -> Any:
         return lm.prepare_tokenizer(load_tokenizer(job.base, job.config.model))
@@ -162,8 +176,36 @@ class CausalLM:
             return {"val_loss": float(math.log(ppl)), "val_perplexity": ppl}
         return validate
 
+    def loss(self, job: TrainingJob, train: lm.LMEncoded) -> LossFn | None:
+        return None  # the model's own loss (on the response tokens only)
+
 
 TASK_KINDS: dict[str, TaskKind] = {"sequence_classification": Classification(), "causal_lm": CausalLM()}
+
+IMBALANCE_RATIO = 1.5  # class_weights: auto weights the loss when the largest class is more than this x the smallest
+
+
+def class_weights(labels: list[int], n_classes: int, mode: str) -> list[float] | None:
+    """Inverse-frequency ("balanced") loss weights n / (k * count_c), as scikit-learn computes them; None when the
+    loss stays unweighted (``none``, or ``auto`` on a split whose classes are within ``IMBALANCE_RATIO``)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
+    present = counts[counts > 0]
+    if mode == "none" or not len(present) or (mode == "auto" and present.max() <= IMBALANCE_RATIO * present.min()):
+        return None
+    return [len(labels) / (n_classes * c) if c else 0.0 for c in counts]
+
+
+def param_groups(model: Any, head: list[str], cfg: TrainingConfig) -> list[dict[str, Any]] | None:
+    """AdamW groups: the head's parameters at ``head_learning_rate``, the rest at ``learning_rate`` (None: one group)."""
+    if cfg.head_learning_rate is None or not head:
+        return None
+    heads: list[torch.nn.Parameter] = []
+    rest: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (heads if set(name.split(".")) & set(head) else rest).append(p)
+    groups = [{"params": rest}] if rest else []
+    return groups + ([{"params": heads, "lr": cfg.head_learning_rate}] if heads else [])
 
 
 def unwrap(model: Any) -> Any:
@@ -180,11 +222,13 @@ def build(job: TrainingJob) -> Built:
     model = wrap_with_peft(base, job.config.peft, job.task, fresh)
     trainable, total = count_parameters(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Built(model=model, tokenizer=tokenizer, pad_id=pad, trainable=trainable, total=total)
+    return Built(model=model, tokenizer=tokenizer, pad_id=pad, trainable=trainable, total=total,
+                 head=head_modules(fresh))
 
 
 def train_adapter(job: TrainingJob, train_frame: pd.DataFrame, val_frame: pd.DataFrame, adapter_dir: Path | None,
-                  on_epoch: EpochCallback | None = None, parallel: Parallel | None = None) -> TrainedAdapter:
+                  on_epoch: EpochCallback | None = None, parallel: Parallel | None = None,
+                  on_step: StepCallback | None = None) -> TrainedAdapter:
     """Build, train on ``train_frame`` (validating on ``val_frame`` after each epoch), save only what was trained
     to ``adapter_dir`` (with metadata and manifest; skipped when None or not the writer) and describe the result."""
     kind, cfg = TASK_KINDS[job.task], job.config
@@ -194,7 +238,9 @@ def train_adapter(job: TrainingJob, train_frame: pd.DataFrame, val_frame: pd.Dat
     train_enc = kind.encode(built.tokenizer, train_frame, job)
     val_enc = kind.encode(built.tokenizer, val_frame, job)
     stats = train(model, train_enc, val_enc, built.pad_id, cfg.training, on_epoch=on_epoch,
-                  collate_fn=_on_device(kind.collate, device), validate=kind.validator(job, built, val_enc, device))
+                  collate_fn=_on_device(kind.collate, device), validate=kind.validator(job, built, val_enc, device),
+                  monitor=kind.monitor, param_groups=param_groups(model, built.head, cfg.training),
+                  loss_fn=kind.loss(job, train_enc), on_step=on_step)
     saving = adapter_dir is not None and (parallel is None or parallel.writer)
     digest = save_adapter(unwrap(model), adapter_dir, job.metadata(), cfg.peft) if saving else ""
     return TrainedAdapter(model=unwrap(model), tokenizer=built.tokenizer, adapter_dir=adapter_dir if saving else None,
