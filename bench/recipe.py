@@ -42,6 +42,8 @@ RECIPES: dict[str, list[str]] = {
     "old": ["peft.target_modules=[query,value]", "peft.dropout=0.1", "training.epochs=3", "training.early_stopping_patience=null",
             "training.head_learning_rate=null", "training.class_weights=none", "training.learning_rate=0.002"],
     "default": [],
+    "cand": ["training.epochs=5", "training.head_learning_rate=0.01"],
+    "cand-noweights": ["training.epochs=5", "training.head_learning_rate=0.01", "training.class_weights=none"],
     "e2": ["training.epochs=2"],
     "e2-head1e-2": ["training.epochs=2", "training.head_learning_rate=0.01"],
     "e2-lr5e-3": ["training.epochs=2", "training.learning_rate=0.005"],

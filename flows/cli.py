@@ -90,6 +90,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if "registered" in out:
             _print_run_summary(out["registered"])
     registered = out.get("registered")
+    if out["recommended"] is None:
+        print("adaptrail: no method's candidate passed the gates; nothing registered (see the gates column)",
+              file=sys.stderr)
+        return EXIT_GATE_FAILED
     return EXIT_GATE_FAILED if registered and "failed" in registered["gates"].values() else EXIT_OK
 
 

@@ -1,8 +1,9 @@
 """The proof-of-concept flow: several PEFT methods on the same split and budget, side by side; the recommended one
 goes through the normal gates into the registry.
 
-    data -> validation gate -> [train + evaluate each method (child runs; fanned out by the task runner)]
-         -> comparison table + recommendation -> winner: champion, bias gate, regression gate -> register
+    data -> validation gate -> [train, evaluate, bias + regression gates for each method (child runs; fanned out
+         by the task runner)] -> comparison table, Pareto views + recommendation among the methods that passed
+         -> winner, back from its files: champion, bias gate, regression gate -> register
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def compare_methods_flow(config: Config, methods: list[str] | None = None,
         close_run(parent.run_id, ok, parent.workdir)
     out: dict[str, Any] = {"parent_run_id": parent.run_id, "recommended": recommendation.method,
                            "rule": recommendation.rule, "reason": recommendation.reason, **table}
-    if config.compare.register_winner:
+    if config.compare.register_winner and recommendation.method is not None:
         winner = next(r for r in results if r.method == recommendation.method)
         out["registered"] = register_winner(validation, parent, winner, configs[winner.extra["name"]])
     return out

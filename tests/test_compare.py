@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tasks.core import state
-from tasks.training.comparison import MethodResult, peak_memory, recommend, to_csv, to_markdown
+from tasks.training.comparison import MethodResult, mark_pareto, peak_memory, recommend, to_csv, to_markdown
 from tasks.core.config import Config
 from tasks.core.config_files import load_config
 from tasks.core.errors import InputError
@@ -30,9 +30,36 @@ def test_recommendation_takes_the_smallest_adapter_among_methods_close_to_the_be
     rec = recommend(results, "macro_f1", tolerance=0.01, prefer="adapter_bytes")
     assert rec.method == "prompt_tuning"  # ia3 is smaller but 0.05 behind the best
     assert set(rec.eligible) == {"full", "lora", "prompt_tuning"}
-    assert "within 0.01 of the best (0.9000)" in rec.rule and "smallest adapter bytes" in rec.rule
+    assert "within 0.01 of the best of those (0.9000)" in rec.rule and "smallest adapter bytes" in rec.rule
     assert recommend(results, "macro_f1", tolerance=0.0, prefer="adapter_bytes").method == "full"
     assert recommend(results, "macro_f1", tolerance=0.1, prefer="trainable_params").method == "ia3"
+
+
+def test_only_methods_whose_gates_passed_are_recommended():
+    """The best metric loses to a gate: full fine-tuning overfits (regression gate failed), so the recommendation is
+    made among the others, and says why full was not eligible; with every method failing, nothing is recommended."""
+    results = [_r("full", 0.95, 1_000_000, 4_000_000), _r("lora", 0.90, 10_000, 40_000),
+               _r("ia3", 0.895, 1_000, 4_000)]
+    results[0].gates = {"bias": "passed", "regression": "failed"}
+    results[1].gates = {"bias": "passed", "regression": "passed"}
+    results[2].gates = {"bias": "skipped", "regression": "passed"}  # no group column: skipped is no failure
+    rec = recommend(results, "macro_f1", tolerance=0.01, prefer="adapter_bytes")
+    assert rec.method == "ia3" and set(rec.eligible) == {"lora", "ia3"}
+    assert "best of those (0.9000)" in rec.rule and "full (failed: regression)" in rec.reason
+    for r in results:
+        r.gates["regression"] = "failed"
+    none = recommend(results, "macro_f1", tolerance=0.01, prefer="adapter_bytes")
+    assert none.method is None and none.eligible == []
+    md = to_markdown(results, none, "macro_f1", "USD", {"epochs": 1})
+    assert "**None**: no method's candidate passed the gates" in md and "| failed: regression |" in md
+
+
+def test_the_pareto_front_is_what_no_other_method_beats_in_both_metric_and_size():
+    results = mark_pareto([_r("full", 0.95, 1_000_000, 4_000_000), _r("lora", 0.90, 10_000, 40_000),
+                           _r("bottleneck", 0.88, 50_000, 200_000), _r("ia3", 0.80, 1_000, 4_000),
+                           _r("dora", 0.90, 12_000, 50_000)])
+    assert {r.method for r in results if r.pareto} == {"full", "lora", "ia3"}  # bottleneck, dora: lora beats both
+    assert [r.method for r in mark_pareto(results, "wall_seconds") if r.pareto] == ["full"]  # equal times: best wins
 
 
 def test_report_lists_every_method_and_states_the_rule():
@@ -102,6 +129,8 @@ def test_compare_flow_child_runs_table_and_winner_through_the_gates(prefect_harn
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == set(methods.split(","))
     assert all(r["wall_seconds"] > 0 and r["tokens_per_second"] > 0 and r["adapter_bytes"] > 0 for r in rows.values())
+    assert all(r["gates"] == {"bias": "passed", "regression": "passed"} for r in rows.values())  # every candidate
+    assert any(r["pareto"] for r in rows.values())
     if "full" in rows:
         assert rows["full"]["trainable_params"] > 10 * rows["lora"]["trainable_params"] > 10 * rows["ia3"]["trainable_params"]
     # tolerance 1.0 + prefer trainable_params: the fewest trainable parameters wins
@@ -116,3 +145,19 @@ def test_compare_flow_child_runs_table_and_winner_through_the_gates(prefect_harn
     assert tags[Tag.GATE_BIAS] == "passed" and tags[Tag.GATE_REGRESSION] == "passed"
     assert tags[Tag.APPROVAL_STATUS] == ApprovalStatus.PENDING
     assert versions[0].run_id == rows[result["recommended"]]["run_id"]
+
+
+def test_a_comparison_where_every_candidate_fails_a_gate_registers_nothing(prefect_harness, home, tickets_csv,
+                                                                         tiny_bert, cli, capsys):
+    sets = [f"data.path={tickets_csv}", f"model.base={tiny_bert}", "training.epochs=1", "training.max_steps=2",
+            "training.batch_size=16", "gates.bias.bootstrap_samples=0",
+            "gates.regression.min_margin_over_baseline=1.0"]  # no model beats the baseline by 1.0 macro-F1
+    code = cli(["compare", "--config", "configs/tiny.yaml", "--methods", "lora,ia3"]
+               + [a for s in sets for a in ("--set", s)])
+    captured = capsys.readouterr()
+    assert code == 3, captured.out + captured.err
+    assert "**None**: no method's candidate passed the gates" in captured.out
+    assert "| failed: regression |" in captured.out.replace("failed: bias, regression", "failed: regression")
+    assert "nothing registered" in captured.err
+    c = MlflowClient(state.tracking_uri(), registry_uri=state.tracking_uri())
+    assert c.search_model_versions("name='support-ticket-router'") == []

@@ -162,3 +162,52 @@ def test_a_run_triggered_through_the_prefect_api_registers_a_tagged_version_in_t
     assert version.tags[Tag.FLOW_RUN_ID] == str(run.id)
     assert version.tags[Tag.REQUESTED_BY] == "ui-user"
     assert version.tags[Tag.GATE_VALIDATION] == "passed"
+
+
+def _stops_cleanly_on_sigterm(proc: subprocess.Popen, log_path: Path, within: float = 10.0) -> None:
+    """SIGTERM to the process alone (as systemd or ``docker stop`` send it): it exits within ``within`` seconds and
+    leaves none of its children (servers, workers, MLflow job consumers) behind."""
+    import signal
+
+    import psutil
+
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=within)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        pytest.fail(f"still running {within:.0f} s after SIGTERM; log:\n{_tail(log_path)}")
+    time.sleep(1)
+    left = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left after SIGTERM: {[psutil.Process(p).cmdline() for p in left]}"
+
+
+def _spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_serve_and_ui_stop_on_sigterm_with_their_children(servers, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": servers["prefect"] + "/api", "MLFLOW_TRACKING_URI": servers["mlflow"],
+           "ADAPTRAIL_HOME": str(servers["home"]), "PREFECT_HOME": str(tmp_path / "prefect-client")}
+    serve_log = tmp_path / "serve.log"
+    serving = _spawn_cli(["serve"], env, serve_log)
+    deadline = time.monotonic() + 120
+    while b"being served" not in serve_log.read_bytes() and time.monotonic() < deadline:
+        assert serving.poll() is None, f"serve exited: {_tail(serve_log)}"
+        time.sleep(1)
+    _stops_cleanly_on_sigterm(serving, serve_log)
+
+    ui_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    ui_env["ADAPTRAIL_HOME"] = str(tmp_path / "ui-state")
+    ui_log = tmp_path / "ui.log"
+    ui = _spawn_cli(["ui", "--prefect-port", str(_free_port()), "--mlflow-port", str(_free_port())], ui_env, ui_log)
+    deadline = time.monotonic() + 180
+    while b"Ctrl-C stops both" not in ui_log.read_bytes() and time.monotonic() < deadline:
+        assert ui.poll() is None, f"ui exited: {_tail(ui_log)}"
+        time.sleep(1)
+    _stops_cleanly_on_sigterm(ui, ui_log)

@@ -22,7 +22,7 @@ from tasks.core.errors import InputError
 from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS, RUN_TAG_STAGE, Tag
 from tasks.core.peft_config import shared_between
 from tasks.governance.loader import fetch_adapter
-from tasks.steps.classification import evaluate_adapter, train
+from tasks.steps.classification import bias_gate, evaluate_adapter, evaluate_champion, regression_gate, train
 from tasks.steps.common import RunContext, close_run, open_run, scratch_dir
 from tasks.training.methods import METHODS, method_label
 from tasks.training.recipe import TrainedAdapter, TrainingJob, load_trained
@@ -57,7 +57,9 @@ def method_config(config: Config, name: str) -> Config:
 
 @step(name="train-method")
 def train_method(parent: RunContext, name: str, config: Config) -> MethodResult:
-    """Train and evaluate one method in its own MLflow child run; its adapter is logged to that run."""
+    """Train and evaluate one method in its own MLflow child run, and put its candidate through the bias and
+    regression gates there (so only a method that can be registered is recommended); its adapter is logged to that
+    run."""
     ctx = open_run.fn(config, parent.splits, parent.base, parent.requested_by, parent_run_id=parent.run_id,
                       run_name=f"compare-{name}", request=parent.request)
     c = registry.client()
@@ -68,6 +70,8 @@ def train_method(parent: RunContext, name: str, config: Config) -> MethodResult:
             trained = train.fn(ctx)
         wall = time.perf_counter() - start
         evaluation = evaluate_adapter.fn(ctx, trained)
+        champion = evaluate_champion.fn(ctx)
+        gates = [gate.fn(ctx, trained, evaluation, champion) for gate in (bias_gate, regression_gate)]
         registry.log_path(c, ctx.run_id, trained.adapter_dir, ARTIFACT_ADAPTER)
         registry.log_path(c, ctx.run_id, ctx.workdir / ARTIFACT_REPORTS, ARTIFACT_REPORTS)
         cc = config.compare
@@ -80,6 +84,7 @@ def train_method(parent: RunContext, name: str, config: Config) -> MethodResult:
             else trained.total_params,
             adapter_bytes=trained.size_bytes, wall_seconds=wall, tokens_per_second=trained.stats.tokens_per_second,
             peak_memory_mib=mem["growth_mib"], cost=wall / 3600 * cc.price_per_hour, adapter_digest=trained.digest,
+            gates={d.gate: str(d.outcome.value) for d in gates},
             extra={"name": name, "steps": trained.stats.steps, "epochs": trained.stats.epochs,
                    "best_epoch": trained.stats.best_epoch,
                    "train_seconds": trained.stats.seconds, "real_tokens": trained.stats.real_tokens,
@@ -100,6 +105,7 @@ def publish_comparison(parent: RunContext, results: list[MethodResult], cc: Comp
                        ) -> tuple[Recommendation, dict[str, Any]]:
     """Recommend by the configured rule; log the table (Markdown, CSV, plot) to the parent run and to Prefect."""
     metric = parent.config.gates.regression.primary_metric
+    compare.mark_pareto(results)
     rec = compare.recommend(results, metric, cc.tolerance, cc.prefer)
     t = parent.config.training
     settings = {"epochs": t.epochs, "max_steps": t.max_steps, "batch size": t.batch_size,
@@ -111,16 +117,16 @@ def publish_comparison(parent: RunContext, results: list[MethodResult], cc: Comp
     out = parent.workdir / "comparison"
     reports.write_text(out / "comparison.md", md)
     reports.write_text(out / "comparison.csv", compare.to_csv(results))
-    compare.plot(results, metric, out / "comparison.png")
+    compare.plot(results, metric, out / "comparison.png", rec.method)
     reports.write_json(out / "recommendation.json", {"method": rec.method, "rule": rec.rule, "reason": rec.reason,
                                                      "eligible": rec.eligible})
     c = registry.client()
     registry.log_path(c, parent.run_id, out, "comparison")
-    registry.set_run_tags(c, parent.run_id, {"adaptrail.compare.recommended": rec.method,
+    registry.set_run_tags(c, parent.run_id, {"adaptrail.compare.recommended": rec.method or "none",
                                              "adaptrail.compare.rule": rec.rule[:5000]})
     rows = [dict(zip(compare.headers(metric, cc.currency), row)) for row in compare.table_rows(results)]
-    create_table_artifact(rows, key="compare-methods-table", description=f"recommended: {rec.method}")
-    create_markdown_artifact(md, key="compare-methods-report", description=f"recommended: {rec.method}")
+    create_table_artifact(rows, key="compare-methods-table", description=f"recommended: {rec.method or 'none'}")
+    create_markdown_artifact(md, key="compare-methods-report", description=f"recommended: {rec.method or 'none'}")
     return rec, {"markdown": md, "rows": [r.row() for r in results]}
 
 
