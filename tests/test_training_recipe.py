@@ -110,3 +110,12 @@ def test_all_linear_puts_lora_on_every_linear_layer_but_the_head(base):
     model = _lora(base, r=2, target_modules=["all-linear"])
     adapted = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "lora_A")}
     assert {"query", "key", "value", "dense"} <= adapted and "classifier" not in adapted
+
+
+def test_prompt_tuning_starts_from_vocabulary_embeddings(base):
+    model, fresh = load_classifier(base, ModelConfig(base=base.path), ["neg", "pos"])
+    vocab = model.get_input_embeddings().weight.detach().clone()
+    tuned = wrap_with_peft(model, PeftConfig(method="prompt_tuning", num_virtual_tokens=4),
+                           "sequence_classification", fresh)
+    prompt = tuned.prompt_encoder["default"].embedding.weight.detach()
+    assert all(any(torch.equal(row, v) for v in vocab) for row in prompt)  # each virtual token: a real token's

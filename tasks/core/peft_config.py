@@ -28,7 +28,7 @@ METHOD_OPTIONS: dict[str, dict[str, str]] = {
     "loha": {"target_modules": "target_modules", "r": "r", "alpha": "alpha", "dropout": "rank_dropout"},
     "lokr": {"target_modules": "target_modules", "r": "r", "alpha": "alpha", "dropout": "rank_dropout"},
     "vera": {"target_modules": "target_modules", "r": "r", "dropout": "vera_dropout"},
-    "prompt_tuning": {"num_virtual_tokens": "num_virtual_tokens"},
+    "prompt_tuning": {"num_virtual_tokens": "num_virtual_tokens", "prompt_init": "prompt_tuning_init"},
     "prefix_tuning": {"num_virtual_tokens": "num_virtual_tokens"},
     "bottleneck": {"bottleneck": "bottleneck", "reduction_factor": "reduction_factor"},
     "full": {},
@@ -68,6 +68,9 @@ class PeftConfig(Section):
         default_factory=list, description="ia3 only: the target_modules that are feed-forward layers (scaled on "
         "their input), e.g. [output.dense]")
     num_virtual_tokens: int = Field(20, le=4096, description="prompt_tuning and prefix_tuning: learned virtual tokens")
+    prompt_init: Literal["sample_vocab", "random"] = Field(
+        "sample_vocab", description="prompt_tuning only: start the virtual tokens from the embeddings of sampled "
+        "vocabulary tokens (Lester et al. 2021: better than random) or at random")
     bottleneck: Literal["pfeiffer", "houlsby"] = Field(
         "pfeiffer", description="bottleneck only: pfeiffer (one adapter after the feed-forward block) or houlsby "
         "(after attention and after the feed-forward block)")

@@ -62,6 +62,8 @@ def to_peft_config(cfg: PeftConfig, task: str, modules_to_save: list[str]):
             "prefix_tuning": peft.PrefixTuningConfig}[cfg.method]
     task_type = {"sequence_classification": peft.TaskType.SEQ_CLS, "causal_lm": peft.TaskType.CAUSAL_LM}[task]
     options = {keyword: _plain(getattr(cfg, option)) for option, keyword in METHOD_OPTIONS[cfg.method].items()}
+    if "prompt_tuning_init" in options:  # peft's enum values are upper case
+        options["prompt_tuning_init"] = peft.PromptTuningInit[options["prompt_tuning_init"].upper()]
     if options.get("target_modules") == [ALL_LINEAR]:  # peft's shorthand: every linear layer but the output head
         options["target_modules"] = ALL_LINEAR
     return kind(task_type=task_type, modules_to_save=modules_to_save or None, **options)
