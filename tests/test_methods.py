@@ -26,15 +26,15 @@ from tasks.training.loop import encode, predict_logits, train
 TASK = "sequence_classification"
 HIDDEN, LAYERS = 32, 2  # the tiny_bert fixture
 CASES = {  # id -> PeftConfig options; small sizes keep it fast
-    "lora": dict(method="lora", r=2),
-    "lora+dora": dict(method="lora", r=2, use_dora=True),
-    "lora+rslora": dict(method="lora", r=2, use_rslora=True),
+    "lora": dict(method="lora", r=2),  # the default targets: every linear layer but the head
+    "lora+dora": dict(method="lora", r=2, use_dora=True, target_modules=["query", "value"]),
+    "lora+rslora": dict(method="lora", r=2, use_rslora=True, target_modules=["query", "value"]),
     "ia3": dict(method="ia3", target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"]),
     "prompt_tuning": dict(method="prompt_tuning", num_virtual_tokens=4),
     "prefix_tuning": dict(method="prefix_tuning", num_virtual_tokens=4),
-    "loha": dict(method="loha", r=2),
-    "lokr": dict(method="lokr", r=2),
-    "vera": dict(method="vera", r=4),
+    "loha": dict(method="loha", r=2, target_modules=["query", "value"]),
+    "lokr": dict(method="lokr", r=2, target_modules=["query", "value"]),
+    "vera": dict(method="vera", r=4, target_modules=["query", "value"]),
     "bottleneck:pfeiffer": dict(method="bottleneck", bottleneck="pfeiffer", reduction_factor=8),
     "bottleneck:houlsby": dict(method="bottleneck", bottleneck="houlsby", reduction_factor=8),
     "full": dict(method="full"),
@@ -116,7 +116,8 @@ def test_method_trains_saves_only_what_it_trained_and_reloads_identically(setup,
 ])
 def test_trainable_parameter_count_is_the_method_plus_the_head(setup, case, expected):
     model, fresh = _base_model(setup)
-    model = wrap_with_peft(model, PeftConfig(**CASES[case]), TASK, fresh)
+    options = {**CASES[case], "target_modules": ["query", "value"]} if case == "lora" else CASES[case]
+    model = wrap_with_peft(model, PeftConfig(**options), TASK, fresh)
     assert count_parameters(model)[0] == expected + _head_params(len(setup["labels"]))
 
 
