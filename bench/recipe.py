@@ -34,7 +34,7 @@ DATASETS: dict[str, list[str]] = {
     "hatecheck": [f"data.path={SHARED / 'hatecheck' / 'normalized.csv'}", "data.label_column=label",
                   "data.group_column=group"],
     "clinc150": [f"data.path={SHARED / 'clinc150' / 'normalized.csv'}", "data.label_column=label",
-                 "data.group_column=null", "data.split_column=split"],
+                 "data.group_column=null", "data.split_column=split", "data.deduplicate=true"],
 }
 
 #: Candidate recipes: overrides on top of the shipped default (whatever it is at the time of the run).
