@@ -1,7 +1,7 @@
 """Benchmark: choose the default training recipe on evidence, on validation splits only.
 
-For each data set and each candidate recipe (a set of ``--set`` overrides on top of ``configs/default.yaml`` with
-the data set's ``data.*`` settings), trains with adaptrail's own training path (``train_adapter``: the code the flows
+For each data set and each candidate recipe (a set of ``--set`` overrides on top of the data set's shipped config,
+which holds data settings only), trains with adaptrail's own training path (``train_adapter``: the code the flows
 run) and reports the validation macro-F1 of the epoch kept, the epochs run and the training time, beside the TF-IDF +
 logistic-regression baseline (the regression gate's) fitted on the same training split and scored on the same
 validation split. The test splits are not read: they are for the README's final table (``adaptrail run``).
@@ -27,17 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
-DATASETS: dict[str, list[str]] = {
-    "example": [],  # configs/default.yaml as shipped
-    "sms_spam": [f"data.path={SHARED / 'sms_spam' / 'normalized.csv'}", "data.label_column=label",
-                 "data.group_column=null", "data.deduplicate=true"],
-    "hatecheck": [f"data.path={SHARED / 'hatecheck' / 'normalized.csv'}", "data.label_column=label",
-                  "data.group_column=group"],
-    "clinc150": [f"data.path={SHARED / 'clinc150' / 'normalized.csv'}", "data.label_column=label",
-                 "data.group_column=null", "data.split_column=split", "data.deduplicate=true"],
-}
+#: Data set -> the shipped config that trains on it (data settings only; the recipe is the default's).
+DATASETS: dict[str, str] = {"example": "default.yaml", "sms_spam": "sms_spam.yaml", "hatecheck": "hatecheck.yaml",
+                            "clinc150": "clinc150.yaml"}
 
-#: Candidate recipes: overrides on top of the shipped default (whatever it is at the time of the run).
+#: Candidate recipes: overrides on top of the default recipe (whatever it is at the time of the run).
 RECIPES: dict[str, list[str]] = {
     # the recipe shipped before this benchmark: LoRA r=8 on query/value with dropout, 3 epochs, last epoch kept
     "old": ["peft.target_modules=[query,value]", "peft.dropout=0.1", "training.epochs=3",
@@ -60,8 +54,8 @@ def run(dataset: str, recipe: str, threads: int, extra: list[str]) -> dict:
     from tasks.training.model import resolve_base_model
     from tasks.training.recipe import TrainingJob, train_adapter
 
-    overrides = DATASETS[dataset] + RECIPES[recipe] + extra + [f"training.num_threads={threads}"]
-    config = load_config(ROOT / "configs" / "default.yaml", overrides)
+    overrides = RECIPES[recipe] + extra + [f"training.num_threads={threads}"]
+    config = load_config(ROOT / "configs" / DATASETS[dataset], overrides)
     splits = load_dataset_splits(config.data)
     job = TrainingJob(config=config, base=resolve_base_model(config.model), labels=list(splits.labels),
                       dataset_digest=splits.digest)
