@@ -58,6 +58,30 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
 
 
+class SearchConfig(_Section):
+    """``training.search``: a few seeded trials over learning rate, rank and targets, chosen on validation."""
+
+    trials: int = Field(0, ge=0, le=64, description="0: off. Otherwise a seeded Optuna (TPE) search of this many "
+                        "trials over the choices below (those the method reads), each trained on the training split "
+                        "and scored on validation macro-F1 in its own MLflow child run; the best trial's adapter is "
+                        "the run's, its settings recorded in the adapter's metadata")
+    learning_rate: list[float] = Field(default_factory=lambda: [5e-4, 1e-3, 2e-3, 5e-3],
+                                       description="choices of training.learning_rate")
+    r: list[int] = Field(default_factory=lambda: [4, 8, 16], description="choices of peft.r (alpha scaled with it)")
+    target_modules: list[str] = Field(default_factory=lambda: ["query,value", "all-linear"],
+                                      description="choices of peft.target_modules, each comma-separated")
+    parallel: int = Field(1, ge=1, le=64, description="trials trained at once (a thread pool of the Prefect task "
+                          "runner); trials are asked in batches of this size, so the search stays reproducible")
+    seed: int = Field(13, description="seed of the sampler")
+
+    @field_validator("learning_rate", "r", "target_modules")
+    @classmethod
+    def _choices(cls, v: list[Any]) -> list[Any]:
+        if not v:
+            raise ValueError("give at least one choice")
+        return v
+
+
 class TrainingConfig(_Section):
     epochs: int = Field(5, ge=1, le=1000, description="the most epochs trained; with early stopping, training "
                         "stops sooner when the validation metric stops improving")
@@ -88,6 +112,7 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: much less memory, about a third more "
         "compute (worth it when activations, not weights, fill the memory)")
+    search: SearchConfig = Field(default_factory=SearchConfig)
     processes: int = Field(1, le=1024, description="training processes; more than 1: launched with torchrun, each trains on "
                            "its shard of the data (data-parallel; with nccl one GPU each; on the CPU each gets "
                            "num_threads or its share of the cores)")
@@ -318,6 +343,16 @@ class Config(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    @model_validator(mode="after")
+    def _search_applies(self) -> "Config":
+        if self.training.search.trials and self.model.task != "sequence_classification":
+            raise ValueError("training.search applies to model.task sequence_classification only; set "
+                             "training.search.trials: 0")
+        if self.training.search.trials and self.training.processes > 1:
+            raise ValueError("training.search trains each trial in this process; set training.processes: 1 (or "
+                             "training.search.trials: 0)")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -29,6 +29,9 @@ def train(ctx: RunContext) -> TrainedAdapter:
     if ctx.config.training.processes > 1:  # several ranks under torchrun; returns the same TrainedAdapter
         from tasks.steps.distributed import train_distributed
         return train_distributed(ctx)
+    if ctx.config.training.search.trials:  # a few trials in child runs; the best one's adapter is the run's
+        from tasks.steps.search import search_and_train
+        return search_and_train(ctx)
     on_epoch = start_training(ctx)
     return log_trained(ctx, train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation,
                                           ctx.workdir / ARTIFACT_ADAPTER, on_epoch,

@@ -46,7 +46,8 @@ class TrainingJob:
         cfg = self.config
         meta = {"task": self.task, "labels": list(self.labels), "max_length": cfg.model.max_length,
                 "peft": cfg.peft.model_dump(mode="json"), "base_model": self.base.to_dict(),
-                "dataset_digest": self.dataset_digest, "trust_remote_code": cfg.model.trust_remote_code}
+                "dataset_digest": self.dataset_digest, "trust_remote_code": cfg.model.trust_remote_code,
+                "training": cfg.training.model_dump(mode="json")}
         if self.task == "causal_lm":
             meta["max_new_tokens"] = cfg.model.max_new_tokens
         return meta
