@@ -36,8 +36,14 @@ RECIPES: dict[str, list[str]] = {
     # the recipe shipped before this benchmark: LoRA r=8 on query/value with dropout, 3 epochs, last epoch kept
     "old": ["peft.target_modules=[query,value]", "peft.dropout=0.1", "training.epochs=3",
             "training.early_stopping_patience=null", "training.head_learning_rate=null",
-            "training.class_weights=none"],
-    "default": [],  # configs/default.yaml as it is now
+            "training.class_weights=none", "training.max_grad_norm=null"],
+    "default": [],
+    # what made LoRA on every linear layer stable on SMS spam (it collapsed to one class without clipping)
+    "noclip": ["training.max_grad_norm=null"],
+    "lr1e-3": ["training.learning_rate=0.001"],
+    "nohead": ["training.head_learning_rate=null"],
+    "head5e-3": ["training.head_learning_rate=0.005"],
+    "noweights": ["training.class_weights=none"],  # configs/default.yaml as it is now
     # the head at the adapter's learning rate vs its own (two epochs each, on the many-class set)
     "e2": ["training.epochs=2", "training.head_learning_rate=null"],
     "e2-head1e-2": ["training.epochs=2", "training.head_learning_rate=0.01"],

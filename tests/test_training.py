@@ -114,7 +114,8 @@ def test_golden_losses_pin_the_training_loop(tickets, tiny_bert):
 
     cfg = Config(data={"path": "x.csv"}, model={"base": str(tiny_bert), "max_length": 64}, peft={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["query", "value"]},
                  training={"epochs": 3, "batch_size": 16, "learning_rate": 0.01, "seed": 13, "num_threads": 1,
-                           "early_stopping_patience": None, "class_weights": "none"})
+                           "early_stopping_patience": None, "class_weights": "none",
+                           "max_grad_norm": None})
     frame = tickets.rename(columns={"team": "label"})[["text", "label"]].head(240)
     job = TrainingJob(cfg, resolve_base_model(cfg.model), sorted(frame["label"].unique()), "d" * 64)
     threads = torch.get_num_threads()

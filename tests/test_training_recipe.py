@@ -119,3 +119,29 @@ def test_prompt_tuning_starts_from_vocabulary_embeddings(base):
                            "sequence_classification", fresh)
     prompt = tuned.prompt_encoder["default"].embedding.weight.detach()
     assert all(any(torch.equal(row, v) for v in vocab) for row in prompt)  # each virtual token: a real token's
+
+
+def test_gradients_are_clipped_before_every_step(base):
+    """training.max_grad_norm (1.0 by default, as in Hugging Face's Trainer): no step sees a larger gradient norm."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    tok = load_tokenizer(base, ModelConfig(base=base.path))
+    enc = encode(tok, TEXTS * 4, [1, 1, 0, 0] * 4, 32)
+    norms: list[float] = []
+
+    def seen(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(seen)
+    try:
+        train(_lora(base, r=2), enc, enc, tok.pad_token_id, TrainingConfig(epochs=1, batch_size=4, max_grad_norm=0.01,
+                                                                          learning_rate=1e-2))
+        clipped = list(norms)
+        norms.clear()
+        train(_lora(base, r=2), enc, enc, tok.pad_token_id, TrainingConfig(epochs=1, batch_size=4,
+                                                                          max_grad_norm=None, learning_rate=1e-2))
+    finally:
+        handle.remove()
+    assert len(clipped) == 4 and max(clipped) <= 0.01 + 1e-6
+    assert max(norms) > 0.01  # without clipping the same steps are larger

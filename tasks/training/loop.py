@@ -195,7 +195,7 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
         start = time.perf_counter()
         batches = make_batches(train_enc.lengths, cfg.batch_size, rng, cfg.group_by_length)
         losses = _epoch(model, train_enc, batches, pad_id, collate_fn, optimizer, scheduler, stats, total_steps,
-                        f"epoch {epoch}/{epochs}", cfg.progress_seconds, loss_fn, on_step)
+                        f"epoch {epoch}/{epochs}", cfg.progress_seconds, loss_fn, on_step, cfg.max_grad_norm)
         stats.seconds += time.perf_counter() - start
         record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
         if validate is not None and len(val_enc):
@@ -255,7 +255,8 @@ class _EarlyStopping:
 
 def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collate, optimizer, scheduler,
            stats: TrainStats, total_steps: int, desc: str, progress_seconds: int = 30,
-           loss_fn: LossFn | None = None, on_step: StepCallback | None = None) -> list[float]:
+           loss_fn: LossFn | None = None, on_step: StepCallback | None = None,
+           max_grad_norm: float | None = None) -> list[float]:
     """One pass over ``batches`` (stopping at ``total_steps``); counts steps and tokens into ``stats``. A progress
     bar on a terminal; otherwise a log line every ``progress_seconds``; ``on_step`` as often, either way."""
     model.train()
@@ -272,6 +273,8 @@ def _epoch(model, enc, batches: list[list[int]], pad_id: int, collate_fn: Collat
             labels = inputs.pop("labels")
             loss = loss_fn(model(**inputs), labels)
         loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
