@@ -150,7 +150,7 @@ def test_compare_flow_child_runs_table_and_winner_through_the_gates(prefect_harn
 def test_a_comparison_where_every_candidate_fails_a_gate_registers_nothing(prefect_harness, home, tickets_csv,
                                                                          tiny_bert, cli, capsys):
     sets = [f"data.path={tickets_csv}", f"model.base={tiny_bert}", "training.epochs=1", "training.max_steps=2",
-            "training.batch_size=16", "gates.bias.bootstrap_samples=0",
+            "training.batch_size=16", "gates.bias.bootstrap_samples=0", "gates.bias.judge_on=point",
             "gates.regression.min_margin_over_baseline=1.0"]  # no model beats the baseline by 1.0 macro-F1
     code = cli(["compare", "--config", "configs/tiny.yaml", "--methods", "lora,ia3"]
                + [a for s in sets for a in ("--set", s)])

@@ -17,7 +17,7 @@ from tasks.governance import loader
 from tasks.training import methods
 from tasks.training.adapter_files import read_metadata, recompute_digest, save_adapter
 from tasks.core.config import ModelConfig, TrainingConfig
-from tasks.core.peft_config import PeftConfig
+from tasks.core.peft_config import METHOD_OPTIONS, PeftConfig
 from tasks.core.errors import EXIT_BAD_INPUT, InputError
 from tasks.training.model import count_parameters, load_classifier, load_tokenizer, resolve_base_model, wrap_with_peft
 from tasks.core.names import ADAPTER_MANIFEST, ADAPTER_METADATA, Tag
@@ -188,8 +188,12 @@ FLOW = ["training.epochs=1", "training.max_steps=2", "training.batch_size=16", "
 
 
 def _flow_sets(options: dict) -> list[str]:
+    """``--set`` overrides for one case on top of configs/tiny.yaml, whose LoRA rank and alpha go back to their
+    defaults for a method that does not read them (it would be refused, not silently ignored)."""
+    reads = METHOD_OPTIONS[options["method"]]
+    unread = {o: PeftConfig.model_fields[o].default for o in ("r", "alpha") if o not in reads}
     return [f"peft.{k}={json.dumps(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else v}"
-            for k, v in options.items()]
+            for k, v in {**unread, **options}.items()]
 
 
 @pytest.mark.integration
