@@ -53,8 +53,9 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
-def run(dataset: str, recipe: str, threads: int, extra: list[str]) -> dict:
+def run(dataset: str, recipe: str, threads: int, extra: list[str], method: str | None = None) -> dict:
     from tasks.core.config_files import load_config
+    from tasks.steps.compare import method_config
     from tasks.gates.baselines import evaluate_baselines, fit_baselines
     from tasks.data.splits import LABEL, TEXT, load_dataset_splits
     from tasks.training.model import resolve_base_model
@@ -62,6 +63,8 @@ def run(dataset: str, recipe: str, threads: int, extra: list[str]) -> dict:
 
     overrides = RECIPES[recipe] + extra + [f"training.num_threads={threads}"]
     config = load_config(ROOT / "configs" / DATASETS[dataset], overrides)
+    if method:  # the method as the comparison trains it: its own defaults and compare.learning_rates
+        config = method_config(config, method)
     splits = load_dataset_splits(config.data)
     job = TrainingJob(config=config, base=resolve_base_model(config.model), labels=list(splits.labels),
                       dataset_digest=splits.digest)
@@ -72,7 +75,8 @@ def run(dataset: str, recipe: str, threads: int, extra: list[str]) -> dict:
     fitted = fit_baselines(list(splits.train[TEXT]), list(splits.train[LABEL]), ["tfidf_logreg"], config.training.seed)
     base = evaluate_baselines(fitted, list(splits.validation[TEXT]), list(splits.validation[LABEL]),
                               list(splits.labels))["tfidf_logreg"]
-    return {"dataset": dataset, "recipe": recipe, "overrides": overrides, "val_macro_f1": kept["val_macro_f1"],
+    return {"dataset": dataset, "recipe": recipe, "method": method or config.peft.method,
+            "learning_rate": config.training.learning_rate, "overrides": overrides, "val_macro_f1": kept["val_macro_f1"],
             "val_accuracy": kept["val_accuracy"], "epoch_kept": trained.stats.best_epoch,
             "epochs_run": len(trained.stats.history), "train_seconds": round(seconds, 1),
             "trainable_params": trained.trainable_params, "tfidf_val_macro_f1": base["macro_f1"],
@@ -87,6 +91,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="an override applied to every recipe (e.g. "
                     "training.release_memory=false)")
+    ap.add_argument("--method", help="train this method as `adaptrail compare` does (its own defaults and "
+                    "compare.learning_rates; change a rate with --set compare.learning_rates.METHOD=RATE)")
     ap.add_argument("--json", help="append each result as one JSON line to this file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -96,8 +102,8 @@ def main() -> None:
             print(f"skip {dataset}: {SHARED / dataset} is absent (real data sets live in ../shared/data)")
             continue
         for recipe in args.recipes.split(","):
-            r = run(dataset, recipe, args.threads, args.set)
-            print(f"{dataset:10s} {recipe:24s} val macro-F1 {r['val_macro_f1']:.4f} (epoch {r['epoch_kept']} of "
+            r = run(dataset, recipe, args.threads, args.set, args.method)
+            print(f"{dataset:10s} {recipe:24s} {r['method']:14s} lr {r['learning_rate']:g}  val macro-F1 {r['val_macro_f1']:.4f} (epoch {r['epoch_kept']} of "
                   f"{r['epochs_run']}, {r['train_seconds']:.0f} s)  tfidf {r['tfidf_val_macro_f1']:.4f}  "
                   f"margin {r['margin']:+.4f}", flush=True)
             if args.json:
