@@ -148,3 +148,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+from tests.servers import served, servers  # noqa: E402,F401  (real Prefect and MLflow servers, session-wide)
