@@ -67,7 +67,23 @@ def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harnes
     arts = {a.path for a in _client().list_artifacts(run.info.run_id)}
     assert {"config.yaml", "validation", "adapter", "reports"} <= arts
     reports = {a.path for a in _client().list_artifacts(run.info.run_id, "reports")}
-    assert {"reports/evaluation.json", "reports/evaluation.md", "reports/bias.json", "reports/regression.json"} <= reports
+    assert {"reports/evaluation.json", "reports/evaluation.md", "reports/bias.json", "reports/regression.json",
+            "reports/mlbom.cdx.json"} <= reports
+    # the ML-BOM states what the version's tags state, and validates against CycloneDX 1.6
+    import json
+
+    from tasks.governance import mlbom
+
+    bom = json.loads(open(_client().download_artifacts(run.info.run_id, "reports/mlbom.cdx.json")).read())
+    mlbom.validate(bom)
+    hashes = {c["bom-ref"]: c["hashes"][0]["content"] for c in [bom["metadata"]["component"], *bom["components"]]
+              if c.get("hashes")}
+    assert hashes[f"adapter:{tags[Tag.ADAPTER_DIGEST]}"] == tags[Tag.ADAPTER_DIGEST]
+    assert hashes[f"base:{tags[Tag.BASE_MODEL_DIGEST]}"] == tags[Tag.BASE_MODEL_DIGEST]
+    assert hashes[f"dataset:{tags[Tag.DATASET_DIGEST]}"] == tags[Tag.DATASET_DIGEST]
+    card = bom["metadata"]["component"]["modelCard"]
+    assert {m["type"] for m in card["quantitativeAnalysis"]["performanceMetrics"]} == {"accuracy", "macro_f1"}
+    assert any(c.get("purl", "").startswith("pkg:pypi/torch@") for c in bom["components"])
     assert {"test_macro_f1", "test_accuracy", "train_loss", "val_macro_f1"} <= set(run.data.metrics)
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} and len(run.inputs.dataset_inputs) == 3
     assert f"version {versions[0].version}" in out

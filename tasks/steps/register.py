@@ -16,7 +16,7 @@ from tasks.core.names import (ACTOR_GATES, ALIAS_CANDIDATE, ARTIFACT_ADAPTER, AR
                               DEFAULT_REVIEW_PERIOD_DAYS, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
-from tasks.governance import registry
+from tasks.governance import mlbom, registry
 from tasks.governance.ledger_view import STATE_TAGS
 from tasks.governance.registration import record_registration
 from tasks.steps.common import RunContext
@@ -69,6 +69,26 @@ def version_tags(ctx: RunContext, trained: TrainedAdapter, decisions: list[GateD
     }
 
 
+def bom_facts(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluated, decisions: list[GateDecision],
+              tags: dict[str, str]) -> mlbom.BomFacts:
+    """What the version's ML-BOM states: the tags just computed, the run's data, metrics, gates and settings, and
+    the packages of this (the training) environment."""
+    config = ctx.config
+    settings = {f"peft.{k}": v for k, v in config.peft.model_dump(mode="json").items()} | \
+        {f"training.{k}": v for k, v in config.training.model_dump(mode="json").items() if not isinstance(v, dict)}
+    return mlbom.BomFacts(
+        model_name=config.registry.model_name, run_id=ctx.run_id, adapter_digest=trained.digest,
+        adapter_bytes=trained.size_bytes, peft_method=tags[Tag.PEFT_METHOD], trainable_params=trained.trainable_params,
+        base_id=ctx.base.id, base_revision=ctx.base.revision, base_digest=ctx.base.digest,
+        dataset_path=str(config.data.path), dataset_digest=ctx.splits.digest,
+        dataset_rows={k: len(v) for k, v in ctx.splits.frames().items()}, labels=list(ctx.splits.labels),
+        task=config.model.task, metrics={k.removeprefix("test_"): float(v)
+                                         for k, v in evaluation.summary_metrics().items() if k.startswith("test_")},
+        gates={d.gate: {"outcome": str(d.outcome), "reason": d.reason} for d in decisions},
+        hyperparameters=settings, code_version=tags[Tag.CODE_VERSION], flow_run_id=ctx.flow_run_id,
+        requested_by=ctx.requested_by, created_at=tags[Tag.APPROVAL_AT], packages=mlbom.environment_packages())
+
+
 def _server_failure(_task: Any, _task_run: Any, task_state: Any) -> bool:
     """Retry registering only after a server or network failure (never after a refusal or a bug)."""
     return registry.is_transient(task_state.data if isinstance(task_state.data, BaseException) else None)
@@ -84,9 +104,11 @@ def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluated, de
     c = registry.client()
     reports.write_json(ctx.workdir / ARTIFACT_REPORTS / "gates.json", [d.to_dict() for d in decisions])
     reports.write_text(ctx.workdir / ARTIFACT_REPORTS / "gates.md", reports.gates_markdown(decisions))
+    tags = version_tags(ctx, trained, decisions, datetime.now(timezone.utc))
+    # the ML-BOM is evidence like the reports: validated and logged before the version exists, or no version
+    mlbom.write(bom_facts(ctx, trained, evaluation, decisions, tags), ctx.workdir / ARTIFACT_REPORTS / mlbom.MLBOM_FILE)
     registry.log_path(c, ctx.run_id, trained.adapter_dir, ARTIFACT_ADAPTER)
     registry.log_path(c, ctx.run_id, ctx.workdir / ARTIFACT_REPORTS, ARTIFACT_REPORTS)
-    tags = version_tags(ctx, trained, decisions, datetime.now(timezone.utc))
     facts = {k: v for k, v in tags.items() if k not in STATE_TAGS}
     headline, value = evaluation.headline_metric()
     registry.set_run_tags(c, ctx.run_id, {k: v for k, v in tags.items() if k.startswith(
