@@ -10,6 +10,7 @@ validator: a document that does not validate is an error, never logged.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import platform
@@ -55,12 +56,17 @@ class BomFacts:
 
 def environment_packages() -> dict[str, str]:
     """Every installed Python distribution of this process's environment: name -> version."""
+    return dict(_installed())
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[tuple[str, str], ...]:  # read once per process
     found: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata.get("Name")
         if name:
             found.setdefault(name.lower().replace("_", "-"), dist.version)
-    return dict(sorted(found.items()))
+    return tuple(sorted(found.items()))
 
 
 def _sha256(digest: str) -> list:
@@ -160,12 +166,17 @@ def dataset_data(facts: BomFacts) -> dict[str, Any]:
             f"rows per split: {rows}; labels: {', '.join(facts.labels)}"}
 
 
-def validate(doc: dict[str, Any]) -> None:
-    """Refuse a document the CycloneDX 1.6 JSON schema does not accept (the library's strict validator)."""
+@functools.lru_cache(maxsize=1)
+def _validator():
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(json.dumps(doc))
+    return JsonStrictValidator(SchemaVersion.V1_6)
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Refuse a document the CycloneDX 1.6 JSON schema does not accept (the library's strict validator)."""
+    error = _validator().validate_str(json.dumps(doc))
     if error is not None:
         raise AdaptrailError(f"the ML-BOM does not validate against CycloneDX {SPEC_VERSION}: {error}")
 
