@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_logging import configure_logging, quiet_expected_errors
 from flows.cli_keys import add_inspect_commands, add_key_commands
 from tasks.core import relocation, state
+from tasks.core.names import SEVERITIES
 from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -42,15 +44,16 @@ def _print_run_summary(s: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.train_adapter import train_adapter_flow
     from tasks.core.config_files import load_config
 
     config = load_config(args.config, args.set)
-    preflight(config)
+    preflight(config)  # before the flow (and Prefect, torch) is even imported
     if args.dry_run:
         from flows.cli_config import dry_run
 
         return dry_run(config)
+    from flows.train_adapter import train_adapter_flow
+
     summary = train_adapter_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -73,13 +76,14 @@ def _add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from flows.compare_methods import compare_methods_flow
     from tasks.core.config_files import load_config
 
     overrides = list(args.set) + ([f"compare.methods=[{args.methods}]"] if args.methods else []) + (
         ["compare.register_winner=false"] if args.no_register else [])
     config = load_config(args.config, overrides)
     preflight(config)
+    from flows.compare_methods import compare_methods_flow
+
     out = compare_methods_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -190,9 +194,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from tasks.governance.loader import predict
 
-    texts = list(args.texts)
-    if args.file:
-        source = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8")
+    texts = [t for t in args.texts if t != "-"]
+    file = args.file or ("-" if "-" in args.texts else None)  # `predict MODEL -` reads stdin, as `--file -` does
+    if file:
+        source = sys.stdin if file == "-" else Path(file).open(encoding="utf-8")
         with source:
             texts += [line.rstrip("\n") for line in source if line.strip()]
     if not texts:
@@ -233,7 +238,7 @@ def _add_approval_commands(sub) -> None:
 
     pred = sub.add_parser("predict", help="classify texts with a verified adapter, e.g. MODEL@champion")
     pred.add_argument("ref", help="MODEL@alias, MODEL/VERSION or models:/MODEL@champion")
-    pred.add_argument("texts", nargs="*", metavar="TEXT")
+    pred.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify; - reads one per line from stdin")
     pred.add_argument("--file", default=None, metavar="FILE", help="also classify each non-empty line of FILE (- for stdin)")
     pred.add_argument("--json", action="store_true", help="print label, proba and scores per text as JSON")
     pred.set_defaults(func=cmd_predict)
@@ -269,8 +274,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _add_audit_command(sub) -> None:
-    from tasks.governance.audit import SEVERITIES
-
     aud = sub.add_parser("audit", help="compliance audit of every registered version: findings, HTML/JSON/CSV report")
     aud.add_argument("--since", default=None, metavar="DATE", help="versions created or decided on/after DATE")
     aud.add_argument("--until", default=None, metavar="DATE", help="... and up to DATE (a bare date is inclusive)")
@@ -370,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         _require_state(args.command)
         code = args.func(args)
     except AdaptrailError as err:
+        if args.verbose:  # the traceback of an expected error too, for a bug report
+            traceback.print_exc()
         print(f"adaptrail: error: {err}", file=sys.stderr)
         code = err.exit_code
     except KeyboardInterrupt:

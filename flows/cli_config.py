@@ -41,11 +41,21 @@ def dry_run(config) -> int:
 
 
 def preflight(config) -> None:
-    """Cheap checks before any server starts: the data is there."""
+    """Cheap checks before any server starts: the data is there and has the columns the config names (read from
+    its header only)."""
+    from tasks.data.splits import check_columns, header_columns
+
     path = Path(config.data.path).expanduser()
     if not path.exists():
         raise InputError(f"data file not found: {path} (set data.path to an existing CSV/JSONL/Parquet file or a "
                          "datasets.save_to_disk directory)")
+    columns = header_columns(path, config.data.format)
+    if columns is None:
+        return
+    data = config.data
+    if config.model.task == "causal_lm":
+        data = data.model_copy(update={"text_column": data.prompt_column, "label_column": data.response_column})
+    check_columns(data, columns)
 
 
 def signed_request(args: argparse.Namespace, config) -> dict[str, str] | None:

@@ -143,3 +143,44 @@ def test_serve_refuses_a_temporary_api_no_ui_can_reach(cli, capsys, monkeypatch)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     assert cli(["serve"]) == 2
     assert "PREFECT_API_URL is not set" in capsys.readouterr().err
+
+
+def test_missing_columns_are_refused_from_the_header_before_any_server_starts(tmp_path):
+    """A CSV without the label column: one line naming the columns, no Prefect server started for it (a child
+    process, so nothing this test session imported counts)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "no_label.csv"
+    data.write_text("text,region\nmy invoice is wrong,eu\n", encoding="utf-8")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PREFECT_API_URL"}
+    env["ADAPTRAIL_HOME"] = str(tmp_path / "state")
+    probe = ("import sys, flows.cli as c; code = c.main(['run', '--config', 'configs/tiny.yaml', '--set', "
+             f"'data.path={data}']); print('flows.train_adapter' in sys.modules or 'torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "adaptrail: error: column(s) ['team'] not in the data (columns are ['text', 'region']); set data.text_column "
+        "/ data.label_column / data.group_column / data.split_column to match"]
+    assert done.stdout.strip() == "False"  # the flow (so its Prefect server) and the training stack never loaded
+
+
+def test_help_and_version_do_not_import_the_heavy_stack():
+    """`adaptrail --help` builds the parser only: no MLflow, torch or Prefect import (it took seconds when it did)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, flows.cli as c; c.build_parser(); "
+             "print(sorted(m for m in ('mlflow', 'torch', 'prefect', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_verbose_shows_the_traceback_of_an_expected_error(cli, capsys, state_home):
+    assert cli(["verify", "support-ticket-router@champion"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert cli(["verify", "support-ticket-router@champion", "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith("to your state")

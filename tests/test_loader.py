@@ -221,6 +221,10 @@ def test_cli_verify_and_predict(home, trained, capsys, cli, tmp_path):
     captured = capsys.readouterr()
     assert [line.split("\t")[2] for line in captured.out.strip().splitlines()] == TEXTS[:3]
     assert "You should probably TRAIN" not in captured.err  # predict is quiet
+    with texts.open(encoding="utf-8") as stdin, pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.stdin", stdin)
+        assert cli(["predict", f"{MODEL}@{ALIAS_CHAMPION}", "-"]) == 0  # `-` reads stdin, not the text "-"
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.strip().splitlines()] == TEXTS[:3]
     (stored_adapter(v) / "adaptrail.json").write_text("{}")
     assert cli(["verify", MODEL, v]) == EXIT_REFUSED
     assert "[FAIL] adapter: file adaptrail.json changed" in capsys.readouterr().out

@@ -61,6 +61,9 @@ GATES: tuple[str, ...] = ("validation", "bias", "regression")
 ACTOR_GATES = "adaptrail/gates"  # the gates' verdict at registration
 ACTOR_EXPIRY = "adaptrail/expiry"  # an approval past its review date, expired by the audit
 
+#: Audit finding severities, worst first (``adaptrail audit --fail-on``).
+SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
+
 #: Days an approval lasts before it must be reviewed again (``registry.review_period_days`` by default).
 DEFAULT_REVIEW_PERIOD_DAYS = 182
 #: The longest review period anyone may set (config, environment): an approval older than this is always overdue.

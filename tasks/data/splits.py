@@ -6,6 +6,8 @@ columns of the user's file they come from.
 
 from __future__ import annotations
 
+import io
+
 import hashlib
 import json
 import re
@@ -124,16 +126,51 @@ def read_table(path: Path, fmt: str) -> tuple[pd.DataFrame, pd.Series | None]:
     raise InputError(f"unknown data.format {fmt!r}")
 
 
-def _canonical(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+def _wanted(cfg: DataConfig) -> dict[str, str]:
+    """The file's columns the run reads -> their canonical names."""
     wanted = {cfg.text_column: TEXT, cfg.label_column: LABEL}
     if cfg.group_column:
         wanted[cfg.group_column] = GROUP
     if cfg.split_column:
         wanted[cfg.split_column] = SPLIT
-    missing = [c for c in wanted if c not in frame.columns]
+    return wanted
+
+
+def _require_columns(columns: list[str], wanted: dict[str, str]) -> None:
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise InputError(f"column(s) {missing} not in the data (columns are {list(frame.columns)}); set "
+        raise InputError(f"column(s) {missing} not in the data (columns are {columns}); set "
                          "data.text_column / data.label_column / data.group_column / data.split_column to match")
+
+
+def header_columns(path: Path, fmt: str) -> list[str] | None:
+    """The column names of a CSV, JSONL or Parquet file, read from its header (first line, schema) only; None for
+    a datasets directory (its columns are known once it is loaded)."""
+    fmt = _detect_format(path, fmt)
+    try:
+        if fmt == "csv":
+            return list(pd.read_csv(path, nrows=0, encoding="utf-8").columns)
+        if fmt == "jsonl":
+            with open(path, encoding="utf-8") as fh:
+                first = next((line for line in fh if line.strip()), "")
+            return list(pd.read_json(io.StringIO(first), lines=True).columns) if first else []
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+    except Exception:  # an unreadable file: the full read says why, with the fix
+        return None
+    return None
+
+
+def check_columns(cfg: DataConfig, columns: list[str]) -> None:
+    """Refuse data without the columns the config names (before any server starts: the CLI's preflight)."""
+    _require_columns(columns, _wanted(cfg))
+
+
+def _canonical(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    wanted = _wanted(cfg)
+    _require_columns(list(frame.columns), wanted)
     out = frame[list(wanted)].rename(columns=wanted).reset_index(drop=True)
     out[TEXT] = out[TEXT].astype(object).where(out[TEXT].notna(), None)
     out[TEXT] = [t if t is None or isinstance(t, str) else str(t) for t in out[TEXT]]

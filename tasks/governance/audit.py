@@ -21,9 +21,9 @@ from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
 from tasks.governance.ledger_view import APPROVING
 from tasks.governance.loader import adapter_problems, fetch_adapter
-from tasks.core.names import ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, ApprovalStatus, GateOutcome, GATES, Tag
+from tasks.core.names import (ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, SEVERITIES, ApprovalStatus, GateOutcome, GATES,
+                              Tag)
 
-SEVERITIES = ("critical", "high", "medium", "low")
 METRICS = ("test_macro_f1", "test_accuracy", "test_exact_match", "test_perplexity")  # classification; causal LM
 LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag.BASE_MODEL_DIGEST,
                 Tag.CODE_VERSION, Tag.FLOW_RUN_ID)

@@ -34,7 +34,9 @@ def evidence_markdown(model: str, version: str) -> str:
     c = registry.client()
     mv = registry.model_version(c, model, version)
     tags = mv.tags
-    champion = registry.version_by_alias(c, model, ALIAS_CHAMPION)
+    current = registry.version_by_alias(c, model, ALIAS_CHAMPION)
+    # compared with the champion, unless this version is the champion (then there is nothing to compare it with)
+    champion = current if current is not None and str(current.version) != str(version) else None
     with Ledger() as led:
         model_events = trust.read(led).events(model=model)
     events = [e for e in model_events if e.version == str(version)]
@@ -47,9 +49,9 @@ def evidence_markdown(model: str, version: str) -> str:
              f"flow run {md_code(tags.get(Tag.FLOW_RUN_ID, '?'))}",
              "", "### Gates", "| gate | outcome | reason |", "|---|---|---|"]
     lines += [f"| {g} | {_cell(tags.get(Tag.gate(g), '?'))} | {_cell(reasons.get(g, ''))} |" for g in GATES]
-    ch = f"v{champion.version}" if champion else "none"
+    ch = f"v{champion.version}" if champion else ("none" if current is None else "this version is the champion")
     lines += ["", f"### Metrics vs champion ({ch}; each scored on its own run's test split — the regression "
-              "gate compares them on the same split)", f"| metric | v{version} | {ch} | change |", "|---|---|---|---|"]
+              "gate compares them on the same split)", f"| metric | v{version} | {ch if champion or current is None else 'champion'} | change |", "|---|---|---|---|"]
     for m in METRICS:
         a, b = mine.get(m), theirs.get(m)
         if a is None and b is None:
@@ -63,7 +65,7 @@ def evidence_markdown(model: str, version: str) -> str:
     lines += [f"| {e.seq} | {e.at} | {e.action} | {_cell(e.actor)} | {_cell(e.reason, 120)} |"
               for e in events[-LEDGER_ROWS:]]
     problems = disagreements(model, str(version), tags, model_events,
-                             str(champion.version) if champion else None, identity_of(mv))
+                             str(current.version) if current else None, identity_of(mv))
     if problems:
         lines += ["", "### MLflow disagrees with the ledger (the decision repairs it from the ledger first)"]
         lines += [f"- {_cell(p, 1000)}" for p in problems]
