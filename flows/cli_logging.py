@@ -28,6 +28,8 @@ def configure_logging(verbose: bool) -> None:
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("adaptrail").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Great Expectations logs its temporary docs directory at INFO through Prefect's handlers; not a user's concern
+    logging.getLogger("great_expectations").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 class _ExpectedErrorFilter(logging.Filter):

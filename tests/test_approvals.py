@@ -304,6 +304,7 @@ def test_list_and_show_read_the_ledgers_view_and_refusals_exit_5(home, cli, caps
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split()[:4] == [MODEL, v1, "approved", "passed/passed/passed"] and rows[1].endswith("*")
     assert rows[2].split()[:4] == [MODEL, v2, "rejected", "passed/failed/passed"] and not rows[2].endswith("*")
+    assert rows[3:] == ["(* champion)"]
     assert cli(["show", f"{MODEL}@champion", "-q"]) == 0  # options after the subcommand too
     assert f"## Review {MODEL} v{v1}" in capsys.readouterr().out
     assert cli(["verify", MODEL, v2]) == EXIT_REFUSED  # a refusal, not a typo (2)

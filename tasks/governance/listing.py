@@ -57,4 +57,8 @@ def rows_text(rows: list[Row]) -> str:
         star = " *" if r.champion else ""
         lines.append(f"{r.model:<24} {r.version:>4}  {r.status:<10} {gates:<22} {r.metric + ' ' + value:<22} "
                      f"{r.review_due if r.status == 'approved' else ''}{star}")
-    return "\n".join(lines) + "\n(* champion)"
+    champions = {r.model for r in rows if r.champion}
+    unset = sorted({r.model for r in rows} - champions)
+    legend = ["(* champion)"] if champions else []
+    legend += [f"(no champion: {', '.join(unset)}; approve a version to make one)"] if unset else []
+    return "\n".join(lines + legend)
