@@ -79,8 +79,12 @@ def test_a_failing_rank_is_named_with_the_end_of_its_log(tmp_path):
     with pytest.raises(DistributedTrainingFailed) as err:
         launch(spec, 2, threads=1, timeout_s=300)
     message = str(err.value)
-    assert "rank 0 failed" in message and "rank 1 failed" in message
-    assert "JSONDecodeError" in message and "last lines of its log" in message
+    # both ranks fail on the bad spec, but under load torchrun may stop the slower one before it reports: every rank
+    # that reported is named (at least one), each with the end of its log
+    named = [r for r in ("0", "1") if f"rank {r} failed" in message]
+    assert named, message
+    assert message.count("JSONDecodeError: Expecting property name") >= len(named)
+    assert message.count("last lines of its log") == len(named)
 
 
 def _run(cli, tickets_csv, tiny_bert, *extra) -> int:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from tasks.training.loop import TrainStats
 
 # The training imports (pandas, scikit-learn, the recipe) happen inside train_rank, after the spec was read: a bad
-# spec then fails every rank at once, before torchrun stops the slower ones, so each failed rank is reported.
+# spec then fails every rank at once, usually before torchrun stops the slower ones, so each failed rank is reported
+# (on a loaded machine a slower rank may be stopped first: then only the ranks that reported are named).
 
 STATS_FILE = "stats.json"
 COLLECTIVE_TIMEOUT_S = 30 * 60
