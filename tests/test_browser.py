@@ -116,7 +116,8 @@ def test_a_reviewer_runs_approves_and_checks_the_version_in_the_browser(servers,
             page.get_by_role("button", name="Submit", exact=True).click()
 
             # 2. the run trains, registers, and pauses in the review step (a review_adapter subflow)
-            started = wait_for_run(client, lambda r: r.deployment_id == deployment.id, "of train_adapter", 60, served)
+            started = wait_for_run(client, lambda r: r.deployment_id == deployment.id and r.parameters.get(
+                "config", {}).get("registry", {}).get("model_name") == MODEL, "of train_adapter", 60, served)
             paused = wait_for_run(client, lambda r: r.state and r.state.is_paused() and r.parent_task_run_id,
                                   "paused for review", 300, served)
             form = resume(page, servers["prefect"], paused.id)
