@@ -4,7 +4,6 @@ run one ``train_adapter`` triggered through the API the way the UI does."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from flows.serve import DEFAULT_CONFIG, DEPLOYMENT_NAME, deployments, stop
 from tasks.core.config import Config
 from tasks.core.config_files import load_config
 from tasks.core.names import ALL_TAGS, Tag
-from tests.servers import FAST, free_port as _free_port, tail as _tail, wait_for_deployment as _wait_for_deployment
+from tests.servers import FAST, free_port as _free_port, server_env, tail as _tail, \
+    wait_for_deployment as _wait_for_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit"}
@@ -123,8 +123,7 @@ def _spawn_cli(args: list[str], env: dict[str, str], log_path: Path) -> subproce
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_serve_and_ui_stop_on_sigterm_with_their_children(servers, tmp_path):
-    env = {**os.environ, "PREFECT_API_URL": servers["prefect"] + "/api", "MLFLOW_TRACKING_URI": servers["mlflow"],
-           "ADAPTRAIL_HOME": str(servers["home"]), "PREFECT_HOME": str(tmp_path / "prefect-client")}
+    env = {**server_env(servers), "PREFECT_HOME": str(tmp_path / "prefect-client")}
     serve_log = tmp_path / "serve.log"
     serving = _spawn_cli(["serve"], env, serve_log)
     deadline = time.monotonic() + 120

@@ -146,8 +146,8 @@ def model_card(facts: BomFacts, data_ref: str) -> dict[str, Any]:
             "approach": {"type": approach}, "task": task, "architectureFamily": facts.peft_method,
             "modelArchitecture": f"{facts.base_id} + {facts.peft_method} adapter",
             "datasets": [{"ref": data_ref}],
-            "inputs": [{"format": "text"}], "outputs": [{"format": "label" if approach == "supervised" and
-                                                          facts.task == "sequence_classification" else "text"}],
+            "inputs": [{"format": "text"}],
+            "outputs": [{"format": "label" if facts.task == "sequence_classification" else "text"}],
         },
         "quantitativeAnalysis": {"performanceMetrics": metrics} if metrics else {},
         "considerations": {"technicalLimitations": limitations or ["none recorded by the gates"],
