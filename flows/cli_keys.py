@@ -18,7 +18,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from tasks.governance import keys
 
     path = Path(args.out) if args.out else home() / "keys" / args.name
-    signer = keys.keygen(path, args.comment or f"{args.name}@adaptrail")
+    signer = keys.keygen(path, args.comment or f"{args.name}@adaptrail", args.type)
     print(f"adaptrail: key {signer.key_id} for {args.name}: private {path} (keep it; sign with --key {path}), "
           f"public {path}.pub (send it to your policy admin)")
     return EXIT_OK
@@ -90,6 +90,26 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    from tasks.governance import attestation
+    from tasks.governance.loader import resolve_ref
+    from tasks.governance.signed_adapter import export
+
+    model, version = resolve_ref(args.ref)
+    pem, exported = export(model, version, Path(args.out) if args.out else None)
+    if exported is None:
+        print(pem, end="")
+        print(f"adaptrail: the public key (PEM) of the service key that signed {model} v{version}'s model-signing "
+              f"bundle; check it without adaptrail: model_signing verify key --signature {attestation.BUNDLE_FILE} "
+              "--public_key THIS.pem ADAPTER_DIR (or pass --out DIR to fetch the bundle and the files too)",
+              file=sys.stderr)
+        return EXIT_OK
+    print(f"adaptrail: {model} v{version}: key {exported.key_id} -> {exported.public_key}, bundle -> "
+          f"{exported.bundle}, adapter files -> {exported.adapter}. Check them with the library's own verifier:\n"
+          f"  {exported.command}")
+    return EXIT_OK
+
+
 def add_inspect_commands(sub) -> None:
     ls = sub.add_parser("list", help="registered versions: status, gates, headline metric, champion")
     ls.add_argument("model", nargs="?", default=None, help="only this registered model")
@@ -97,13 +117,21 @@ def add_inspect_commands(sub) -> None:
     sh = sub.add_parser("show", help="a version's evidence (what the review form shows): MODEL/VERSION or MODEL@alias")
     sh.add_argument("ref", help="e.g. support-ticket-router/1 or support-ticket-router@champion")
     sh.set_defaults(func=cmd_show)
+    sk = sub.add_parser("signing-key", help="the PEM public key that signed a version's OpenSSF model-signing "
+                        "bundle (from the ledger); --out DIR also exports the bundle and the adapter files")
+    sk.add_argument("ref", help="e.g. support-ticket-router/1 or support-ticket-router@champion")
+    sk.add_argument("--out", default=None, help="write pipeline.pem, adapter.sig and files/ here, and print the "
+                    "`model_signing verify key` command that checks them")
+    sk.set_defaults(func=cmd_signing_key)
 
 
 def add_key_commands(sub) -> None:
-    kg = sub.add_parser("keygen", help="create an ed25519 key pair (OpenSSH format) for signing decisions")
+    kg = sub.add_parser("keygen", help="create a key pair (OpenSSH format; ed25519, or ecdsa P-256 for a service key)")
     kg.add_argument("name", help="whose key, e.g. alice (the name the policy will give them)")
     kg.add_argument("--out", default=None, help="private key path (default $ADAPTRAIL_HOME/keys/NAME; .pub beside)")
     kg.add_argument("--comment", default=None)
+    kg.add_argument("--type", default="ed25519", choices=("ed25519", "ecdsa"), help="ed25519 (people) or ecdsa: "
+                    "P-256, what the pipeline's service key must be (it also signs the model-signing bundle)")
     kg.set_defaults(func=cmd_keygen)
 
     ini = sub.add_parser("init", help="one laptop: service key, admin key and policy, applied to the ledger")
@@ -119,7 +147,8 @@ def add_key_commands(sub) -> None:
     add = psub.add_parser("add", help="give a person a role and a key")
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=("approver", "admin", "service"))
-    add.add_argument("--pubkey", required=True, help="their .pub file or `ssh-ed25519 AAAA...` line")
+    add.add_argument("--pubkey", required=True, help="their .pub file or `ssh-ed25519 AAAA...` (or "
+                     "`ecdsa-sha2-nistp256 AAAA...`) line")
     rk = psub.add_parser("revoke-key", help="revoke one of a person's keys from now on (rotation, compromise)")
     rk.add_argument("name")
     rk.add_argument("fingerprint", help="SHA256:... as `ssh-keygen -lf KEY.pub` prints it")

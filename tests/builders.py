@@ -67,7 +67,8 @@ def setup_people(home: Path, approvers: tuple[str, ...] = APPROVERS, review_peri
 
     def key(name: str) -> keys.Signer:  # the service key may exist already: the pipeline made it on first use
         path = home / "keys" / ("service" if name == "pipeline" else name)
-        return keys.load_signer(path) if path.is_file() else keys.keygen(path, name)
+        kind = keys.SERVICE_KEY_KIND if name == "pipeline" else "ed25519"  # P-256: it signs model-signing bundles
+        return keys.load_signer(path) if path.is_file() else keys.keygen(path, name, kind)
 
     signers = {name: key(name) for name in ("admin", "pipeline", *approvers, "erin")}
     people = {"admin": {"roles": ["admin"], "keys": [keys.public_line(signers["admin"].public)]},

@@ -13,7 +13,7 @@ import pytest
 
 from tests.builders import setup_people, tamper_sqlite
 
-from tasks.governance import approvals
+from tasks.governance import approvals, attestation
 from tasks.governance import audit
 from tasks.governance import registry
 from tasks.training.adapter_files import write_manifest
@@ -45,6 +45,7 @@ def seed(home: Path, model: str, n: int, f1: float, failed: tuple[str, ...] = ()
     registry.log_metrics(c, run_id, {"test_macro_f1": f1, "test_accuracy": round(f1 + 0.05, 4)})
     src = home / "adapters" / f"{model}-{n}"
     digest = fake_adapter(src, n)
+    signature = attestation.sign_and_log(c, run_id, src, home / "work" / run_id)  # as the register step does
     gates = {g: "failed" if g in failed else "passed" for g in GATES}
     status = "rejected" if failed else "pending"
     tags = {Tag.APPROVAL_STATUS: status, Tag.APPROVAL_BY: "adaptrail/gates",
@@ -56,7 +57,8 @@ def seed(home: Path, model: str, n: int, f1: float, failed: tuple[str, ...] = ()
     if not lineage:
         del tags[Tag.CODE_VERSION], tags[Tag.FLOW_RUN_ID]
     mv = registry.register_version(c, model, run_id, src.as_uri(), tags)
-    approvals.record_registration(model, mv.version, status, gates, {"gates": gates}, "carol", now=at)
+    approvals.record_registration(model, mv.version, status, gates, {"gates": gates}, "carol", now=at,
+                                  signature=signature)
     return str(mv.version)
 
 
@@ -139,10 +141,13 @@ def test_tampering_is_found(seeded, home):
     c.delete_model_version(MODEL, seeded["v4"])
     a = run()
     tampered = {f for f in findings(a) if f[0] in ("critical", "high")}
-    assert tampered == {("critical", "adapter-integrity", MODEL, "3"), ("high", "tag-ledger", MODEL, "2"),
+    assert tampered == {("critical", "adapter-integrity", MODEL, "3"), ("critical", "adapter-signature", MODEL, "3"),
+                        ("high", "tag-ledger", MODEL, "2"),
                         ("high", "unregistered", MODEL, "4"), ("high", "failed-gate-approved", LEGACY, "1"),
                         ("high", "review-period-too-long", LEGACY, "1"), ("high", "unsigned-approval", LEGACY, "1")}
     assert "adapter_model.safetensors changed" in next(f.message for f in a.findings if f.code == "adapter-integrity")
+    assert "Hash mismatch for 'adapter_model.safetensors'" in next(  # the model-signing library's own verdict
+        f.message for f in a.findings if f.code == "adapter-signature")
 
     tamper_sqlite(home / "ledger.db", "UPDATE approval_ledger SET reason = 'approved by the board' WHERE seq = 3")
     chain = [f for f in run().findings if f.code == "ledger-chain"]

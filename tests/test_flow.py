@@ -87,6 +87,28 @@ def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harnes
     assert {"test_macro_f1", "test_accuracy", "train_loss", "val_macro_f1"} <= set(run.data.metrics)
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} and len(run.inputs.dataset_inputs) == 3
     assert f"version {versions[0].version}" in out
+    # the adapter's OpenSSF model-signing bundle: logged beside adapter/, recorded by the ledger, and accepted by the
+    # library's own verifier with the pipeline's (P-256) service key
+    import hashlib
+    from pathlib import Path
+
+    from model_signing import verifying
+
+    from tasks.governance import keys
+    from tasks.governance.ledger import Ledger
+
+    bundle = Path(_client().download_artifacts(run.info.run_id, "signature/adapter.sig"))
+    with Ledger() as led:
+        registered = next(e for e in led.events(model="support-ticket-router") if e.action == "registered")
+    record = registered.extra["adapter_signature"]
+    assert record["sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    service = keys.service_signer(create=False)
+    assert service.kind == keys.ECDSA_P256 and record["key_id"] == service.key_id
+    pem = bundle.with_name("pipeline.pem")
+    pem.write_text(keys.public_pem(service.public))
+    adapter = Path(_client().download_artifacts(run.info.run_id, "adapter"))
+    assert set(record["files"]) == {p.name for p in adapter.iterdir()}
+    verifying.Config().use_elliptic_key_verifier(public_key=pem).verify(adapter, bundle)
 
 
 def test_validation_failure_stops_before_training_and_registers_nothing(prefect_harness, state_home, tickets, tmp_path,

@@ -11,7 +11,8 @@ import pytest
 from tests.builders import setup_people, tamper_sqlite
 import torch
 
-from tasks.governance import approvals
+from tasks.core import state
+from tasks.governance import approvals, attestation
 from tasks.governance import loader
 from tasks.governance import registry
 from tasks.training.adapter_files import save_adapter
@@ -63,6 +64,7 @@ def register(trained, approve: bool = True, base_digest: str | None = None, at: 
     c = registry.client()
     run_id = registry.start_run(c, "tests", "train", {})
     registry.log_path(c, run_id, trained["dir"], "adapter")
+    signature = attestation.sign_and_log(c, run_id, trained["dir"], state.home() / "work" / run_id)  # as the step
     gates = {g: "passed" for g in GATES}
     base = trained["base"]
     tags = {Tag.APPROVAL_STATUS: "pending", Tag.APPROVAL_BY: "adaptrail/gates",
@@ -72,7 +74,8 @@ def register(trained, approve: bool = True, base_digest: str | None = None, at: 
             Tag.BASE_MODEL_DIGEST: base_digest or base.digest, Tag.DATASET_DIGEST: "d" * 64} | \
         {Tag.gate(g): o for g, o in gates.items()}
     mv = registry.register_version(c, MODEL, run_id, registry.artifact_uri(c, run_id, "adapter"), tags)
-    approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=at)
+    approvals.record_registration(MODEL, mv.version, "pending", gates, {"gates": gates}, "carol", now=at,
+                                  signature=signature)
     if approve:
         approvals.approve(MODEL, mv.version, P["alice"], "good", now=at)
     return str(mv.version)
@@ -91,7 +94,7 @@ def test_an_approved_adapter_verifies_and_predicts_like_the_trained_model(home, 
     report = loader.verify(f"models:/{MODEL}@{ALIAS_CHAMPION}")
     assert report.ok, report.to_text()
     assert report.version == v and [c.name for c in report.checks] == ["ledger", "signature", "tags", "approval",
-                                                                       "adapter", "base_model"]
+                                                                       "adapter", "model_signing", "base_model"]
     out = loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
     assert [o["label"] for o in out] == [LABELS[i] for i in trained["proba"].argmax(1)]
     np.testing.assert_allclose([[o["scores"][l] for l in LABELS] for o in out], trained["proba"], atol=1e-5)
@@ -105,8 +108,9 @@ def test_a_flipped_byte_in_an_adapter_file_is_refused(home, trained):
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
     report = loader.verify(f"{MODEL}/{v}")
-    assert set(failed(report)) == {"adapter"}
+    assert set(failed(report)) == {"adapter", "model_signing"}  # the manifest, and the library's own verifier
     assert "file adapter_model.safetensors changed" in failed(report)["adapter"]
+    assert "Hash mismatch for 'adapter_model.safetensors'" in failed(report)["model_signing"]
     with pytest.raises(LoadRefused, match="adapter digest mismatch") as info:
         loader.predict(f"{MODEL}@{ALIAS_CHAMPION}", TEXTS)
     assert info.value.exit_code == EXIT_REFUSED  # a refusal, not a typo

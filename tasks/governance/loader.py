@@ -2,7 +2,8 @@
 
 ``verify`` recomputes the adapter digest from the stored files and the digest of every base-model file, and checks
 the approval (approved, review not overdue), the ledger chain, the signatures of the version's events (against the
-policy in the ledger), and that the tags agree with the ledger. ``load_verified`` loads base + adapter only when all pass, from
+policy in the ledger), the adapter's OpenSSF model-signing bundle (``attestation.py``), and that the tags agree with the
+ledger. ``load_verified`` loads base + adapter only when all pass, from
 the very copy of the adapter files that was checked; otherwise it raises :class:`LoadRefused` naming the reason.
 """
 
@@ -22,7 +23,7 @@ from tasks.core import state
 from tasks.governance import registry
 from tasks.training.adapter_files import digest_of, file_map, read_metadata
 from tasks.governance.ledger_view import disagreements, identity_of, is_overdue, ledger_tags, utc_now
-from tasks.governance import trust
+from tasks.governance import attestation, trust
 from tasks.core.config import ModelConfig
 from tasks.core.errors import InputError, Refused
 from tasks.governance.ledger import Ledger
@@ -37,12 +38,13 @@ MODELS_SCHEME = "models:/"
 
 # How a failed check reads in a refusal.
 _REASON = {"ledger": "ledger problem", "tags": "ledger problem", "adapter": "adapter digest mismatch",
-           "base_model": "base mismatch", "signature": "bad signature", "approval": ""}
+           "base_model": "base mismatch", "signature": "bad signature", "approval": "",
+           "model_signing": "model-signing check failed"}
 
 
 @dataclass
 class Check:
-    name: str  # ledger | tags | approval | adapter | base_model | signature
+    name: str  # ledger | tags | approval | adapter | model_signing | base_model | signature
     ok: bool
     detail: str
 
@@ -323,6 +325,8 @@ def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime) ->
     report.checks.append(Check("adapter", not problems, "; ".join(problems) or
                                f"files match manifest and {Tag.ADAPTER_DIGEST} {digest[:16]}..."))
     report.adapter_dir = adapter_dir
+    signed = attestation.check_version(own, t.unsigned, t.policy, adapter_dir, mv.run_id)  # OpenSSF model-signing
+    report.checks.append(Check("model_signing", signed.ok, signed.detail))
     report.checks.append(_base_check(report, view, adapter_dir))
     return report
 

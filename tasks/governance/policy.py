@@ -12,7 +12,7 @@ signed ``policy`` event by an admin of the policy in force; the first one is sig
     skip_unloadable_champion: false  # true: a champion that cannot be loaded is skipped by the gates (noted)
     people:
       admin:    {roles: [admin],    keys: ["ssh-ed25519 AAAA... admin@laptop"]}
-      pipeline: {roles: [service],  keys: ["ssh-ed25519 AAAA... adaptrail-service"]}
+      pipeline: {roles: [service],  keys: ["ecdsa-sha2-nistp256 AAAA... adaptrail-service"]}
       alice:
         roles: [approver]
         keys:
@@ -20,7 +20,7 @@ signed ``policy`` event by an admin of the policy in force; the first one is sig
           - {key: "ssh-ed25519 AAAA... alice@old", revoked_at: "2026-11-01T00:00:00Z"}
 
 Roles: ``admin`` signs policy changes; ``approver`` signs decisions (approve, reject, revoke, review, override);
-``service`` signs what the pipeline records (registrations, failed gates, expiries). A revoked key's signatures
+``service`` signs what the pipeline records (registrations, failed gates, expiries, reproductions). A revoked key's signatures
 dated at or after ``revoked_at`` are refused; earlier ones still verify.
 """
 
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.core.canonical import json_sha256
@@ -49,12 +48,13 @@ SIGNS: dict[str, tuple[str, ...]] = {
     "expired": ("service", "approver"),
     "approved": ("approver",), "rejected": ("approver",), "revoked": ("approver",), "reviewed": ("approver",),
     "overridden": ("approver",),
+    "reproduced": ("service",),  # `adaptrail reproduce`: a statement about the bytes, never about approval
 }
 
 
 class KeyEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key: str = Field(description="an `ssh-ed25519 AAAA...` public key line")
+    key: str = Field(description="an `ssh-ed25519 AAAA...` (or `ecdsa-sha2-nistp256 AAAA...`) public key line")
     revoked_at: str | None = Field(None, description="ISO-8601 UTC; signatures dated at or after it are refused")
 
     @field_validator("key")
@@ -156,7 +156,7 @@ class Policy:
     def skip_unloadable_champion(self) -> bool:
         return bool(self.content["skip_unloadable_champion"])
 
-    def holder(self, public: Ed25519PublicKey) -> Holder | None:
+    def holder(self, public: keys.PublicKey) -> Holder | None:
         """Who holds this key in the policy (None: an unknown key)."""
         want = " ".join(keys.public_line(public).split()[:2])
         for name, person in self.content["people"].items():
@@ -165,7 +165,7 @@ class Policy:
                     return Holder(name, tuple(person["roles"]), entry.get("revoked_at"))
         return None
 
-    def key_problem(self, public: Ed25519PublicKey, action: str, at: str) -> tuple[str, str]:
+    def key_problem(self, public: keys.PublicKey, action: str, at: str) -> tuple[str, str]:
         """(person, '') when this key may sign ``action`` at time ``at`` (formatted UTC), else ('', why not)."""
         holder = self.holder(public)
         kid = keys.key_id(public)
@@ -191,7 +191,7 @@ class Policy:
         return yaml.safe_dump(self.content, sort_keys=False)
 
 
-def revoked_since(revocations: dict[str, str], public: Ed25519PublicKey, at: str) -> str | None:
+def revoked_since(revocations: dict[str, str], public: keys.PublicKey, at: str) -> str | None:
     """The revocation time of this key if ``at`` is at or after it (a later policy may revoke retroactively)."""
     when = revocations.get(" ".join(keys.public_line(public).split()[:2]))
     return when if when and at >= when else None

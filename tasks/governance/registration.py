@@ -8,7 +8,7 @@ from datetime import datetime
 
 from tasks.core.errors import InputError
 from tasks.core.names import GATES, ApprovalStatus, GateOutcome, Tag
-from tasks.governance import registry, trust
+from tasks.governance import attestation, events as prefect_events, registry, trust
 from tasks.governance.ledger import Ledger, LedgerEvent, LedgerTimeConflict, evidence_digest
 from tasks.governance.ledger_view import FACT_TAGS, STATE_TAGS, decision_time, identity_of, ledger_tags, state_tags
 
@@ -17,9 +17,11 @@ log = logging.getLogger("adaptrail")
 
 def record_registration(model: str, version: str | int, status: str, gates: dict[str, str], evidence: dict,
                         actor: str, *, now: datetime | None = None, initial_state: dict[str, str] | None = None,
-                        request: dict[str, str] | None = None) -> list[LedgerEvent]:
+                        request: dict[str, str] | None = None, signature: dict | None = None) -> list[LedgerEvent]:
     """Ledger events ``registered`` (+ ``gate_failed`` per failed gate) for a new version, signed by the pipeline's
     service key (the policy's ``service`` person is their actor; ``actor`` is the requester); idempotent per version.
+    ``signature``: the adapter's model-signing bundle as :func:`attestation.sign_and_log` returns it, recorded in the
+    ``registered`` event (made with the same service key).
 
     The register step calls it after creating the version with its fact tags only, passing the approval state
     (``initial_state``); the event records facts and state, then the tags are mirrored from the ledger, so hand
@@ -28,7 +30,7 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
     for attempt in range(3):
         try:
             return _record(model, str(version), status, gates, evidence, actor, decision_time(now), initial_state,
-                           request)
+                           request, signature)
         except LedgerTimeConflict:  # another writer appended a later time first: sign again, now
             if now is not None or attempt == 2:
                 raise
@@ -36,7 +38,8 @@ def record_registration(model: str, version: str | int, status: str, gates: dict
 
 
 def _record(model: str, version: str, status: str, gates: dict[str, str], evidence: dict, actor: str, now: datetime,
-            initial_state: dict[str, str] | None, request: dict[str, str] | None) -> list[LedgerEvent]:
+            initial_state: dict[str, str] | None, request: dict[str, str] | None, signature: dict | None = None
+            ) -> list[LedgerEvent]:
     if status not in (ApprovalStatus.PENDING, ApprovalStatus.REJECTED):
         raise InputError(f"a new version is registered as pending or rejected, not {status!r}")
     bad = {g: o for g, o in gates.items() if g not in GATES or o not in set(GateOutcome)}
@@ -46,6 +49,9 @@ def _record(model: str, version: str, status: str, gates: dict[str, str], eviden
     c = registry.client()
     mv = registry.model_version(c, model, version)
     signer = trust.service_signer()
+    if signature is not None and signature.get("key_id") != signer.key_id:
+        raise InputError(f"the adapter's bundle was made with key {signature.get('key_id')}, not the service key "
+                         f"{signer.key_id} that signs the registration; register the run again")
     with Ledger() as led:
         t = trust.read(led)
         existing = t.events(model=model, version=version)
@@ -67,7 +73,8 @@ def _record(model: str, version: str, status: str, gates: dict[str, str], eviden
             tags = registration_tags(mv.tags, status, gates, service, now, initial_state)
             write("registered", tags[Tag.APPROVAL_REASON],
                   {"tags": tags, "gates": dict(gates), "identity": identity_of(mv), "requested_by": actor}
-                  | ({"request": dict(request)} if request else {}))
+                  | ({"request": dict(request)} if request else {})
+                  | ({attestation.EXTRA: dict(signature)} if signature else {}))
         recorded = {e.extra.get("gate") for e in existing if e.action == "gate_failed"}
         for gate, outcome in gates.items():
             if outcome == GateOutcome.FAILED and gate not in recorded:
@@ -76,6 +83,7 @@ def _record(model: str, version: str, status: str, gates: dict[str, str], eviden
     for key, value in want.items():
         if mv.tags.get(key) != value:
             c.set_model_version_tag(model, version, key, value)
+    prefect_events.notify_all(written, existing)  # after the commit and the tags; never fails the registration
     return written
 
 

@@ -101,6 +101,9 @@ class Subject:
         registered = next(e for e in self.events if e.action == "registered")
         subject = {**(registered.extra.get("identity") or {}), "adapter_digest": facts.get(Tag.ADAPTER_DIGEST, ""),
                    "base_model_digest": facts.get(Tag.BASE_MODEL_DIGEST, "")}
+        bundle = registered.extra.get("adapter_signature")  # the model-signing bundle's digest (attestation.py)
+        if isinstance(bundle, dict) and bundle.get("sha256"):
+            subject["adapter_signature"] = bundle["sha256"]
         meta = {"tags": tags, "subject": subject, "previous_status": self.status, "invoked_by": state.os_user(),
                 **extra}
         draft = trust.draft(self.trust, self.model, self.version, action, person, reason, evidence_digest(facts),

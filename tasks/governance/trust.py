@@ -261,17 +261,18 @@ def person_of(policy: Policy, signer: keys.Signer) -> str:
 
 
 def require_service_key() -> None:
-    """Refuse (bad input) when a policy is in force and the pipeline's key may not sign registrations under it."""
+    """Refuse (bad input) when the pipeline's key cannot sign the adapter's model-signing bundle (not ECDSA P-256:
+    an older state directory's ed25519 key), or a policy is in force and the key may not sign registrations."""
     signer = service_signer()
     with Ledger() as led:
         policy = read(led).policy
-    if policy is None:
-        return
-    _, why = policy.key_problem(signer.public, "registered", format_at(None))
+    _, why = policy.key_problem(signer.public, "registered", format_at(None)) if policy else ("", "")
     if why:
         raise InputError(f"the pipeline could not sign this run's registration: {why}. An admin adds it: `adaptrail "
                          f"policy add pipeline --role service --pubkey {signer.source}.pub --key ADMIN_KEY` (or point "
                          f"{ENV_SERVICE_KEY} at the service key the policy names)")
+    if keys.service_key_problem(signer):  # never a registration without its model-signing bundle
+        raise InputError(keys.service_key_problem(signer))
 
 
 def user_signer(path: str | None) -> keys.Signer:
