@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flows.approval_reminders import DAILY_CRON, approval_reminders
 from flows.compare_methods import compare_methods_flow
 from flows.compliance_audit import SEMIANNUAL_CRON, compliance_audit
 from flows.review_adapter import review_adapter
@@ -20,6 +21,7 @@ from flows.train_adapter import train_adapter_flow
 from tasks.core import state
 from tasks.core.config_files import load_config
 from tasks.core.errors import AdaptrailError
+from tasks.governance import automations
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
@@ -33,7 +35,7 @@ def default_train_parameters(config_path: Path = DEFAULT_CONFIG) -> dict[str, An
 
 
 def deployments(name: str = DEPLOYMENT_NAME) -> list:
-    """The four flows as ``RunnerDeployment``s; the audit also runs on its semiannual cron (UTC)."""
+    """The flows as ``RunnerDeployment``s; the audit also runs on its semiannual cron, the reminders daily (UTC)."""
     from prefect.schedules import Cron
 
     return [
@@ -54,6 +56,11 @@ def deployments(name: str = DEPLOYMENT_NAME) -> list:
             name, schedules=[Cron(SEMIANNUAL_CRON, timezone="UTC")], tags=[*TAGS, "audit"],
             description="Compliance audit of every registered adapter version (findings, verdict, HTML/JSON/CSV "
                         "report). Runs at 06:00 UTC on 1 January and 1 July; trigger it any time with Run."),
+        approval_reminders.to_deployment(
+            name, schedules=[Cron(DAILY_CRON, timezone="UTC")], tags=[*TAGS, "approval"],
+            description="Expire approvals past their review date and send the Prefect event "
+                        "adaptrail.approval.expiring for each approval due within 14 days (the automation "
+                        "'approval expiring within 14 days' notifies people). Runs daily at 07:00 UTC."),
     ]
 
 
@@ -61,6 +68,7 @@ def serve_all(limit: int | None = None) -> None:
     """Register the deployments with the Prefect API and execute their runs until interrupted."""
     from prefect import serve
 
+    print(automations.apply_from_environment(), flush=True)
     serve(*deployments(), limit=limit)
 
 

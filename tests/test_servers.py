@@ -22,7 +22,7 @@ from tests.servers import FAST, free_port as _free_port, server_env, tail as _ta
     wait_for_deployment as _wait_for_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit"}
+FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit", "approval_reminders"}
 
 
 def _prefect_yaml() -> dict:
