@@ -27,7 +27,7 @@ APPROVED, PENDING, REJECTED = ApprovalStatus.APPROVED, ApprovalStatus.PENDING, A
 STATUS_OF_ACTION: dict[str, set[Any]] = {
     "registered": {PENDING, REJECTED}, "gate_failed": {None, REJECTED}, "rejected": {REJECTED},
     "revoked": {ApprovalStatus.REVOKED}, "expired": {ApprovalStatus.EXPIRED}, "approved": {APPROVED},
-    "reviewed": {APPROVED}, "overridden": {None}, "policy": {None},
+    "reviewed": {APPROVED}, "overridden": {None}, "policy": {None}, "reproduced": {None},
 }
 #: The status a version must have before the action (None: any).
 BEFORE: dict[str, set[Any] | None] = {
@@ -94,7 +94,9 @@ def _approval_problem(own: Sequence[LedgerEvent], registered: LedgerEvent, e: Le
     if policy.require_signed_requests and "request" not in registered.extra:
         return "it approves a run without a signed request, which the policy requires"
     failed = failed_gates(own)
-    first = own[-1] if own and own[-1].action == "overridden" and own[-1].extra.get("awaiting_second") else None
+    decisive = [x for x in own if x.action != "reproduced"]  # a reproduction in between does not end an override
+    first = decisive[-1] if decisive and decisive[-1].action == "overridden" and decisive[-1].extra.get(
+        "awaiting_second") else None
     if e.action == "overridden":
         if not e.extra.get("awaiting_second") or (e.extra.get("tags") or {}):
             return "an override is recorded in two steps: the first awaits a second approver and sets no status"

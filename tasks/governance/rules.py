@@ -40,8 +40,9 @@ class Subject(Protocol):
 
 
 def pending_override(s: Subject) -> LedgerEvent | None:
-    """The version's last event, when it is a first override still awaiting its second approver."""
-    last = s.events[-1] if s.events else None
+    """The version's last event (a reproduction aside), when it is a first override still awaiting its second
+    approver."""
+    last = next((e for e in reversed(s.events) if e.action != "reproduced"), None)
     return last if last is not None and last.action == "overridden" and last.extra.get("awaiting_second") else None
 
 

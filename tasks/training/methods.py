@@ -147,6 +147,7 @@ def save_weights(model, peft_cfg: PeftConfig, adapter_dir: Path) -> None:
                              "attach it with tasks.methods.attach first")
         model.save_pretrained(str(adapter_dir), safe_serialization=True)
         (adapter_dir / _PEFT_CARD).unlink(missing_ok=True)
+        _sort_peft_sets(model, adapter_dir)
         return
     tensors = trained_tensors(model)
     save_file(tensors, str(adapter_dir / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -154,6 +155,21 @@ def save_weights(model, peft_cfg: PeftConfig, adapter_dir: Path) -> None:
                  "adapter_name": BOTTLENECK_NAME if peft_cfg.method == "bottleneck" else None,
                  "tensors": sorted(tensors)}
     (adapter_dir / STRUCTURE_FILE).write_text(json.dumps(structure, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _sort_peft_sets(model, adapter_dir: Path) -> None:
+    """peft writes set-valued settings (e.g. the target modules ``all-linear`` resolves to) in set order, which
+    changes with each process's string-hash seed; sorted, the same adapter is the same bytes in any process."""
+    path = adapter_dir / PEFT_CONFIG_FILE
+    cfg = next(iter(getattr(model, "peft_config", {}).values()), None)
+    sets = [k for k, v in vars(cfg).items() if isinstance(v, set)] if cfg is not None else []
+    if not sets or not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for key in sets:
+        if isinstance(data.get(key), list):
+            data[key] = sorted(data[key], key=str)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")  # peft's own layout
 
 
 def saved_method(adapter_dir: Path) -> str:
