@@ -13,7 +13,9 @@ from typing import Any
 
 from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_logging import configure_logging, quiet_expected_errors
+from flows.cli_reproduce import add_reproduce_command
 from flows.cli_keys import add_inspect_commands, add_key_commands
+from flows.cli_evidence import add_evidence_commands
 from tasks.core import relocation, state
 from tasks.core.names import SEVERITIES
 from tasks.core.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_OK, EXIT_REFUSED, AdaptrailError, InputError
@@ -131,8 +133,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _add_ui_commands(sub) -> None:
-    srv = sub.add_parser("serve", help="serve train_adapter, compare_methods, review_adapter and compliance_audit as "
-                         "deployments (runs triggered from the Prefect UI/API execute here; Ctrl-C stops)")
+    srv = sub.add_parser("serve", help="serve train_adapter, compare_methods, review_adapter, compliance_audit and "
+                         "approval_reminders as deployments (runs triggered from the Prefect UI/API execute here; "
+                         "Ctrl-C stops)")
     srv.add_argument("--limit", type=int, default=None, metavar="N", help="at most N flow runs at once")
     srv.add_argument("--temporary-api", action="store_true", help="serve on a temporary API when PREFECT_API_URL "
                      "is unset (nothing outside this process can reach it)")
@@ -329,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_commands(sub)
     add_config_commands(sub, str(DEFAULT_CONFIG))
     _add_audit_command(sub)
+    add_reproduce_command(sub, _model_version)
+    add_evidence_commands(sub, _model_version)
     _add_ui_commands(sub)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     for cmd in sub.choices.values():  # also after the subcommand: `adaptrail run -v`
@@ -339,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_READS_STATE = ("verify", "predict", "list", "show", "approve", "reject", "revoke", "review", "audit")
+_READS_STATE = ("verify", "predict", "list", "show", "approve", "reject", "revoke", "review", "audit", "reproduce", "card", "technical-file",
+                "signing-key")
 
 
 def _require_state(command: str) -> None:

@@ -298,6 +298,20 @@ class ApprovalConfig(_Section):
                                  "stays pending (decide later with the review_adapter flow or the CLI)")
 
 
+class CardConfig(_Section):
+    """What the requester states about the use case, shown on the adapter card (``tasks/governance/card.py``).
+    Nothing here is inferred: a field left empty is shown on the card as missing, for a person to fill."""
+
+    intended_use: str | None = Field(None, description="what the adapter is for, and for whom")
+    out_of_scope_use: str | None = Field(None, description="uses it must not be put to")
+    owner: str | None = Field(None, description="the person or team accountable for the adapter in use")
+    risk_class: Literal["minimal", "limited", "high", "unacceptable"] | None = Field(
+        None, description="the use case's risk class (EU AI Act tiers), as the owner assessed it")
+    users: str | None = Field(None, description="who uses its output, and how a person stays in the loop")
+    limitations: list[str] = Field(default_factory=list, description="known limitations the requester states; "
+                                   "the card adds those the evidence shows")
+
+
 class CompareConfig(_Section):
     """The method comparison (``adaptrail compare``): which methods, how they run, how one is recommended."""
 
@@ -347,6 +361,7 @@ class Config(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
 
     @model_validator(mode="after")
     def _search_applies(self) -> "Config":

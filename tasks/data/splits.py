@@ -46,6 +46,25 @@ class DatasetSplits:
     def frames(self) -> dict[str, pd.DataFrame]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    def profile(self) -> dict[str, Any]:
+        """The dataset card's facts: source and digests, rows per split and per class, the group distribution
+        and text lengths per split (what the data was, not what a person says it was)."""
+        out: dict[str, Any] = {"source": self.source, "source_digest": self.source_digest, "digest": self.digest,
+                               "labels": list(self.labels), "has_group": self.has_group, "dedup": self.dedup,
+                               "splits": {}}
+        for name, frame in self.frames().items():
+            lengths = frame[TEXT].astype(str).str.len() if TEXT in frame else pd.Series(dtype=float)
+            out["splits"][name] = {
+                "rows": int(len(frame)),
+                "per_class": {str(k): int(v) for k, v in frame[LABEL].value_counts().sort_index().items()}
+                if LABEL in frame else {},
+                "per_group": {str(k): int(v) for k, v in frame[GROUP].value_counts().sort_index().items()}
+                if self.has_group and GROUP in frame else {},
+                "text_chars": {"min": int(lengths.min()), "median": float(lengths.median()),
+                               "max": int(lengths.max())} if len(lengths) else {},
+            }
+        return out
+
     def summary(self) -> dict[str, Any]:
         return {
             "source": self.source,

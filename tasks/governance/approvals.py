@@ -15,7 +15,7 @@ from typing import Any
 
 from tasks.core.errors import InputError
 from tasks.core.names import ACTOR_EXPIRY, ALIAS_CANDIDATE, ALIAS_CHAMPION, ApprovalStatus, Tag  # noqa: F401
-from tasks.governance import keys, registry, trust
+from tasks.governance import card, events as prefect_events, keys, registry, trust
 from tasks.governance.ledger import Ledger, LedgerConflict, LedgerEvent, LedgerTimeConflict
 # Re-exported: the decisions' API reads as one module (approvals.record_registration, approvals.Policy, ...).
 from tasks.governance.ledger_view import (_v, approved_in_date, decision_time, disagreements,  # noqa: F401
@@ -80,7 +80,10 @@ def execute(p: Plan, signature: str) -> Decision:
         except trust.SignatureRefused as err:
             raise DecisionRefused("signature", str(err)) from None
         mirror(s.c, s.model, s.version, event.extra.get("tags") or {})
-        return _AFTER[p.kind](p, event)
+        decision = _AFTER[p.kind](p, event)
+    card.refresh(s.model, s.version)  # the adapter card and the version's description show the decision
+    prefect_events.notify(event, s.events)  # a notification, after the commit: never fails the decision
+    return decision
 
 
 def decide(kind: str, model: str, version: str | int, signer: keys.Signer, reason: str, *, override: bool = False,
@@ -269,4 +272,5 @@ def _unsigned(p: Plan) -> Decision:
     event = s.led.append(f["model"], f["version"], f["action"], f["actor"], f["reason"], f["evidence_digest"],
                          f["extra"], f["at"], expect_last=p.draft.expect_last)
     mirror(s.c, s.model, s.version, event.extra.get("tags") or {})
+    prefect_events.notify(event, s.events)
     return _AFTER[p.kind](p, event)

@@ -14,13 +14,16 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.governance import approvals, checkpoints, trust
+from tasks.governance import approvals, checkpoints, events as prefect_events, trust
+from tasks.governance.card_facts import card_location
 from tasks.governance.audit_trust import audit_checkpoints, trust_findings, trust_summary
 from tasks.governance import registry
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
-from tasks.governance.ledger_view import APPROVING
+from tasks.governance.ledger_view import APPROVING, decision_record
 from tasks.governance.loader import adapter_problems, fetch_adapter
+from tasks.governance.reproduce import last_reproduction, reproduction_findings
+from tasks.governance.signed_adapter import findings as signing_findings, version_check
 from tasks.core.names import (ALIAS_CHAMPION, MAX_REVIEW_PERIOD_DAYS, SEVERITIES, ApprovalStatus, GateOutcome, GATES,
                               Tag)
 
@@ -61,6 +64,10 @@ class VersionRecord:
     integrity: list[str]  # problems found re-hashing the stored adapter ([] = intact)
     disagreements: list[str]  # tag/alias vs ledger
     expired_by_audit: bool = False
+    reproduction: dict[str, Any] | None = None  # the last `adaptrail reproduce` (reproduce.last_reproduction)
+    model_signing: dict[str, Any] = field(default_factory=dict)  # the bundle check: ok, detail, legacy ({}: not run)
+    group_metrics: dict[str, float] = field(default_factory=dict)  # the bias gate's headline numbers (bias.*)
+    card: dict[str, str] = field(default_factory=dict)  # the adapter card: its artifact, and its copy by the report
 
 
 @dataclass
@@ -119,6 +126,7 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     if since and until and since >= until:
         raise InputError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
     expired = {(d.model, d.version) for d in approvals.expire_overdue(model, now)}
+    prefect_events.announce_expiring(model, now)  # approvals due within 14 days: a Prefect event each
     c = registry.client()
     with Ledger() as led:
         chain = led.verify()
@@ -155,6 +163,7 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
                     continue
                 rec = _record(c, mv, own, model_events, (alias, should), runs, Path(tmp), rehash)
                 rec.expired_by_audit = (name, version) in expired
+                rec.model_signing = version_check(mv, own, t, Path(tmp) / f"{name}-{version}-sig") if rehash else {}
                 audit.versions.append(rec)
     gone = {(e.model, e.version) for e in events} - seen
     audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
@@ -224,6 +233,9 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
         integrity=_integrity(mv.source, view.get(Tag.ADAPTER_DIGEST, ""), tmp / f"{name}-{version}") if rehash
         else [],
         disagreements=approvals.disagreements(name, version, tags, model_events, alias, approvals.identity_of(mv)),
+        reproduction=last_reproduction(own),
+        group_metrics=_group_metrics(mv.run_id, runs),
+        card=card_location(c, mv.run_id),
     )
 
 
@@ -236,6 +248,12 @@ def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[
     return {m: got[m] for m in METRICS if m in got}
 
 
+def _group_metrics(run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The bias gate's summary metrics the run logged (``bias.accuracy_gap``, ``bias.disparate_impact_ratio``, ...);
+    read from the cache :func:`_metrics` filled."""
+    return {k: v for k, v in sorted(cache.get(run_id or "", {}).items()) if k.startswith("bias.")}
+
+
 def _integrity(source: str, expected: str, tmp: Path) -> list[str]:
     """Re-hash the stored adapter (in place when it is a local folder, else a downloaded copy)."""
     local = registry.local_path_of(source)
@@ -246,11 +264,7 @@ def _integrity(source: str, expected: str, tmp: Path) -> list[str]:
     return adapter_problems(folder, expected)
 
 
-def _decision(e: LedgerEvent) -> dict[str, Any]:
-    approvers = e.extra.get("approvers") or [e.actor]
-    return {"seq": e.seq, "at": e.at, "action": e.action, "actor": e.actor, "reason": e.reason,
-            "approvers": [str(a) for a in approvers], "failed_gates": list(e.extra.get("failed_gates") or []),
-            "awaiting_second": bool(e.extra.get("awaiting_second")), "confirms": e.extra.get("confirms")}
+_decision = decision_record  # one ledger event as the report lists it
 
 
 # --- judging -----------------------------------------------------------------------------------------------
@@ -288,6 +302,7 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
 
     if r.integrity:
         add("critical", "adapter-integrity", "stored adapter does not match its digest: " + "; ".join(r.integrity))
+    out += [Finding(*f) for f in signing_findings(r.model, r.version, r.status != UNRECORDED, r.model_signing)]
     if r.disagreements:
         add("high", "tag-ledger", "; ".join(r.disagreements))
     if r.status == ApprovalStatus.EXPIRED:
@@ -306,6 +321,7 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
             elif d["action"] == "approved":
                 add("high", "failed-gate-approved", f"approved by {d['actor']} at {d['at']} although gates "
                     f"failed ({', '.join(r.failed_gates)}) and no override was recorded")
+    out += [Finding(*f) for f in reproduction_findings(r.model, r.version, r.reproduction)]
     if r.missing_lineage:
         add("medium", "lineage-missing", "missing lineage: " + ", ".join(r.missing_lineage))
     too_long = _review_period_problem(r)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.governance import registry
+from tasks.governance import audit_answers, registry
 from tasks.governance.audit import METRICS, SEVERITIES, Audit, severity_counts, verdict  # noqa: F401
 from tasks.core.errors import InputError
 from tasks.core.canonical import json_sha256
@@ -24,7 +24,8 @@ JSON_NAME, CSV_NAME, HTML_NAME, DIGEST_NAME = "audit.json", "audit.csv", "audit.
 CSV_COLUMNS = ("model", "version", "status", "champion", "created_at", "review_due", "gate.validation", "gate.bias",
                "gate.regression", *METRICS, "approved_by", "approved_at", "override", "adapter_intact",
                "tags_agree", "missing_lineage", "findings", "worst_severity", "dataset_digest", "base_model",
-               "base_model_revision", "base_model_digest", "code_version", "flow_run_id", "run_id")
+               "base_model_revision", "base_model_digest", "code_version", "flow_run_id", "run_id",
+               "reproduced")
 
 
 def report_data(audit: Audit, fail_on: str = "high") -> dict[str, Any]:
@@ -36,6 +37,7 @@ def report_data(audit: Audit, fail_on: str = "high") -> dict[str, Any]:
                        "ledger_head_hash": audit.chain["head_hash"], "ledger_length": audit.chain["length"],
                        "chain_ok": audit.chain["ok"], "policy": policy_text(audit.trust),
                        "expired_by_audit": [f"{v.model} v{v.version}" for v in audit.versions if v.expired_by_audit]}
+    data["answers"] = audit_answers.answers(data)
     data["digest"] = report_digest(data)
     return data
 
@@ -105,6 +107,7 @@ def csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             "base_model_revision": lin.get("base_model.revision", ""),
             "base_model_digest": lin.get("base_model.digest", ""), "code_version": lin.get("code.version", ""),
             "flow_run_id": lin.get("flow_run_id", ""), "run_id": v["run_id"],
+            "reproduced": reproduction_cell(v.get("reproduction")),
         })
     return rows
 
@@ -118,6 +121,8 @@ def summary_markdown(data: dict[str, Any]) -> str:
              f"Ledger: {s['ledger_length']} events, chain {'verifies' if s['chain_ok'] else '**BROKEN**'}, "
              f"head `{s['ledger_head_hash']}`.", f"Signed decisions: {md(s['policy'])}.",
              f"Report digest: `{data['digest']}`.", ""]
+    lines += ["## What an auditor asks", "| question | answer |", "|---|---|"]
+    lines += [f"| {md(a['question'])} | {md(a['answer'])} |" for a in data.get("answers", [])] + [""]
     pit = data.get("point_in_time")
     if pit:
         lines += [md(point_in_time_text(pit)), ""]
@@ -209,6 +214,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"<br>Report digest <code>{e(data['digest'])}</code> <span class=muted>(sha256 of {JSON_NAME} without its "
         f"digest field; also in {DIGEST_NAME})</span><br>Expired by this audit: {e(expired)}</p></div>",
     ]
+    parts.append(_answers_section(data))
     if data.get("point_in_time"):
         parts.append(f'<div class="card"><h3>Point in time</h3>{e(point_in_time_text(data["point_in_time"]))}</div>')
     global_findings = [f for f in data["findings"] if not f["model"]]
@@ -240,9 +246,63 @@ def _model_section(model: str, data: dict[str, Any]) -> str:
             out.append(f'<div class="decision">{e(d["at"][:19])} &middot; <b>{e(d["action"])}</b> by '
                        f'{e(" and ".join(d["approvers"]))}: {e(d["reason"])} <span class=muted>(seq {d["seq"]})'
                        f"</span></div>")
+        out.append(_reproduction_line(v.get("reproduction")))
+        out.append(_evidence_lines(v))
         out.append("</div>")
     out.append("</div></div>")
     return "".join(out)
+
+
+def reproduction_cell(r: dict[str, Any] | None) -> str:
+    """The version's last ``adaptrail reproduce``: '' (never), ``identical AT`` or ``differs AT``."""
+    return "" if not r else f"{'identical' if r['identical'] else 'differs'} {r['at']}"
+
+
+def _reproduction_line(r: dict[str, Any] | None) -> str:
+    """One line per version: its last reproduction (re-trained from its lineage), or that there was none."""
+    e = html_escape
+    if not r:
+        return '<div class="decision muted">reproduction: never re-trained (<code>adaptrail reproduce</code>)</div>'
+    what = ("<b>byte-identical</b>" if r["identical"] else
+            f"<b>not byte-identical</b> ({e(', '.join(r['files_differ']) or 'digest differs')}; metrics "
+            f"{e(', '.join(f'{k} {d:+.4f}' for k, d in r['metric_differences'].items()) or 'n/a')})")
+    return (f'<div class="decision">reproduction {e(r["at"][:19])}: {what}, asked by {e(r["requested_by"])}, new '
+            f'run <code>{e(r["run_id"])}</code> <span class=muted>(seq {r["seq"]})</span></div>')
+
+
+def _answers_section(data: dict[str, Any]) -> str:
+    """The standard questions with this registry's answers, each with the lines behind it (folded)."""
+    e = html_escape
+    rows = "".join(
+        f"<tr><td><b>{e(a['question'])}</b></td><td>{e(a['answer'])}"
+        + (f"<details{' open' if len(a['details']) <= 8 else ''}><summary class=muted>{len(a['details'])} "
+           f"line{'s' if len(a['details']) != 1 else ''}</summary><ul>"
+           + "".join(f"<li>{e(x)}</li>" for x in a["details"]) + "</ul></details>" if a["details"] else "")
+        + "</td></tr>" for a in data.get("answers", []))
+    return f'<div class="card" id="answers"><h3>What an auditor asks</h3><table>{rows}</table></div>'
+
+
+def _evidence_lines(v: dict[str, Any]) -> str:
+    """Under a version in the timeline: its lineage, its integrity as this audit checked it, its group metrics
+    and its card."""
+    e, lin = html_escape, {k.removeprefix("adaptrail.lineage."): x for k, x in (v.get("lineage") or {}).items()}
+    ms = v.get("model_signing") or {}
+    integrity = ("adapter re-hashed: matches the registered digest" if not v.get("integrity") else
+                 "adapter re-hashed: <b style=color:#b42318>DOES NOT MATCH</b>") + "; signature: " + (
+        "not checked" if not ms else "verifies" if ms.get("ok") and not ms.get("legacy") else e(ms.get("detail", "")))
+    integrity += "; tags agree with the ledger" if not v.get("disagreements") else "; tags DISAGREE with the ledger"
+    groups = ", ".join(f"{e(k.removeprefix('bias.'))} {x:.3f}" for k, x in (v.get("group_metrics") or {}).items())
+    card = v.get("card") or {}
+    link = (f'<a href="{e(card["file"])}">adapter card</a> <span class=muted>(sha256 {e(card["sha256"][:12])}…; '
+            f'{e(card["artifact"])})</span>' if card.get("file") else
+            "no adapter card (registered before cards)")
+    return (f'<div class="muted">lineage: data <code>{e(lin.get("dataset.digest", "")[:16])}</code>; base '
+            f'{e(lin.get("base_model", "?"))} @ {e(lin.get("base_model.revision", "?"))} <code>'
+            f'{e(lin.get("base_model.digest", "")[:16])}</code>; code {e(lin.get("code.version", "?"))}; flow run '
+            f'<code>{e(lin.get("flow_run_id", "?"))}</code></div>'
+            f'<div class="muted">integrity: {integrity}</div>'
+            + (f'<div class="muted">group metrics: {groups}</div>' if groups else "")
+            + f'<div class="muted">{link}</div>')
 
 
 def _findings_table(findings: list[dict[str, Any]]) -> str:

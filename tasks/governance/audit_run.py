@@ -10,7 +10,8 @@ from typing import Any
 
 from tasks.core import state
 from tasks.core.errors import InputError
-from tasks.governance import audit, audit_report
+from tasks.governance import audit, audit_answers, audit_report, registry
+from tasks.governance.card import CARD_DIR, CARD_HTML
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,16 @@ def answer_point_in_time(found: audit.Audit, req: AuditRequest) -> audit.Audit:
 
 def write_reports(found: audit.Audit, req: AuditRequest) -> tuple[dict[str, Any], dict[str, Path]]:
     """The self-digested report data and its HTML/JSON/CSV files."""
+    out = Path(req.out_dir) if req.out_dir else default_out_dir(found.generated_at)
+    c = registry.client()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the report folder {out} ({err}); pass --out DIR you can write") from None
+    # the adapter cards beside the report (their digests go into it), so an auditor reads it without MLflow
+    audit_answers.copy_cards(found.versions, out, lambda rec, tmp: c.download_artifacts(
+        rec.run_id, f"{CARD_DIR}/{CARD_HTML}", tmp))
     data = audit_report.report_data(found, req.fail_on)
-    out = Path(req.out_dir) if req.out_dir else default_out_dir(data["generated_at"])
     return data, audit_report.write_reports(data, out)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.core.names import ALIAS_CHAMPION, ARTIFACT_REPORTS, GATES, Tag
 from tasks.core.text import md, md_code
-from tasks.governance import registry
+from tasks.governance import card, registry
 from tasks.governance import trust
 from tasks.governance.ledger import Ledger
 from tasks.governance.ledger_view import disagreements, identity_of
@@ -43,11 +43,14 @@ def evidence_markdown(model: str, version: str) -> str:
     mine = registry.run_metrics(c, mv.run_id) or {}
     theirs = (registry.run_metrics(c, champion.run_id) if champion else None) or {}
     reasons = _gate_reasons(c, mv.run_id)
+    built = card.build(model, str(version))
     lines = [f"## Review {model} v{version}",
              f"Status **{_cell(tags.get(Tag.APPROVAL_STATUS, '?'))}** · "
              f"requested by **{_cell(tags.get(Tag.REQUESTED_BY, '?'))}** · "
              f"flow run {md_code(tags.get(Tag.FLOW_RUN_ID, '?'))}",
-             "", "### Gates", "| gate | outcome | reason |", "|---|---|---|"]
+             "", "### Adapter card", card.summary_markdown(built)]
+    lines += [f"- limitation: {_cell(x, 400)}" for x in [*built.stated_limitations, *built.limitations]]
+    lines += ["", "### Gates", "| gate | outcome | reason |", "|---|---|---|"]
     lines += [f"| {g} | {_cell(tags.get(Tag.gate(g), '?'))} | {_cell(reasons.get(g, ''))} |" for g in GATES]
     ch = f"v{champion.version}" if champion else ("none" if current is None else "this version is the champion")
     lines += ["", f"### Metrics vs champion ({ch}; each scored on its own run's test split — the regression "

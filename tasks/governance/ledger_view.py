@@ -161,3 +161,12 @@ def decision_time(now: datetime | None = None) -> datetime:
 
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "nothing"
+
+
+def decision_record(e: LedgerEvent) -> dict[str, Any]:
+    """One ledger event as the audit and the adapter card list it: when, what, by whom (both approvers of an
+    override), why, and which failed gates it overrode."""
+    approvers = e.extra.get("approvers") or [e.actor]
+    return {"seq": e.seq, "at": e.at, "action": e.action, "actor": e.actor, "reason": e.reason,
+            "approvers": [str(a) for a in approvers], "failed_gates": list(e.extra.get("failed_gates") or []),
+            "awaiting_second": bool(e.extra.get("awaiting_second")), "confirms": e.extra.get("confirms")}

@@ -16,6 +16,7 @@ from tasks.gates.decision import GateDecision
 from tasks.gates.lm_evaluation import LMEvaluation, evaluate_lm, evaluation_markdown, generation_metrics
 from tasks.gates.lm_probe import lm_regression_gate, run_stereotype_probe
 from tasks.governance import registry
+from tasks.training.comparison import peak_memory
 from tasks.steps.common import (RunContext, load_run_champion, log_gate, log_trained, start_training, step,
                                 step_losses)
 from tasks.steps.kinds import TaskSteps
@@ -81,9 +82,10 @@ def train_lm_adapter(ctx: RunContext) -> TrainedAdapter:
         raise InputError("training.processes > 1 is supported for model.task sequence_classification only; set "
                          "training.processes: 1 for causal_lm")
     on_epoch = start_training(ctx)
-    return log_trained(ctx, train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation,
-                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch,
-                                          on_step=step_losses(ctx)))
+    with peak_memory() as mem:
+        trained = train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation, ctx.workdir / ARTIFACT_ADAPTER,
+                                on_epoch, on_step=step_losses(ctx))
+    return log_trained(ctx, trained, mem["peak_mib"])
 
 
 @step(name="evaluate")

@@ -14,6 +14,7 @@ from tasks.governance import registry
 from tasks.steps.common import (RunContext, load_run_champion, log_gate, log_trained, start_training, step,
                                 step_losses)
 from tasks.steps.kinds import TaskSteps
+from tasks.training.comparison import peak_memory
 from tasks.training.loop import predict_proba
 from tasks.training.recipe import TrainedAdapter, train_adapter
 
@@ -33,9 +34,10 @@ def train(ctx: RunContext) -> TrainedAdapter:
         from tasks.steps.search import search_and_train
         return search_and_train(ctx)
     on_epoch = start_training(ctx)
-    return log_trained(ctx, train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation,
-                                          ctx.workdir / ARTIFACT_ADAPTER, on_epoch,
-                                          on_step=step_losses(ctx)))
+    with peak_memory() as mem:
+        trained = train_adapter(ctx.job(), ctx.splits.train, ctx.splits.validation, ctx.workdir / ARTIFACT_ADAPTER,
+                                on_epoch, on_step=step_losses(ctx))
+    return log_trained(ctx, trained, mem["peak_mib"])
 
 
 @step(name="evaluate")

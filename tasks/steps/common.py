@@ -134,12 +134,14 @@ def step_losses(ctx: RunContext) -> StepCallback:
     return on_step
 
 
-def log_trained(ctx: RunContext, trained: TrainedAdapter) -> TrainedAdapter:
-    """The training metrics every trained adapter logs, however it was trained."""
+def log_trained(ctx: RunContext, trained: TrainedAdapter, peak_memory_mib: float | None = None) -> TrainedAdapter:
+    """The training metrics every trained adapter logs, however it was trained (``peak_memory_mib``: the peak
+    resident memory of the process while it trained, where it was measured)."""
     registry.log_metrics(registry.client(), ctx.run_id, {
         "train_seconds": trained.stats.seconds, "train_tokens_per_second": trained.stats.tokens_per_second,
         "trainable_params": trained.trainable_params, "adapter_bytes": trained.size_bytes,
-        "epochs_trained": len(trained.stats.history), "epoch_kept": trained.stats.best_epoch})
+        "epochs_trained": len(trained.stats.history), "epoch_kept": trained.stats.best_epoch}
+        | ({"train_peak_memory_mib": peak_memory_mib} if peak_memory_mib is not None else {}))
     return trained
 
 

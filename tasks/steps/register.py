@@ -16,11 +16,12 @@ from tasks.core.names import (ACTOR_GATES, ALIAS_CANDIDATE, ARTIFACT_ADAPTER, AR
                               DEFAULT_REVIEW_PERIOD_DAYS, RUN_TAG_STAGE, ApprovalStatus, GateOutcome, Tag)
 from tasks.gates import reports
 from tasks.gates.decision import GateDecision
-from tasks.governance import mlbom, registry
+from tasks.governance import attestation, card, mlbom, registry
 from tasks.governance.ledger_view import STATE_TAGS
 from tasks.governance.registration import record_registration
 from tasks.steps.common import RunContext
 from tasks.steps.kinds import Evaluated
+from tasks.training.environment import ENVIRONMENT_FILE, training_environment
 from tasks.training.methods import method_label
 from tasks.training.recipe import TrainedAdapter
 
@@ -107,8 +108,18 @@ def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluated, de
     tags = version_tags(ctx, trained, decisions, datetime.now(timezone.utc))
     # the ML-BOM is evidence like the reports: validated and logged before the version exists, or no version
     mlbom.write(bom_facts(ctx, trained, evaluation, decisions, tags), ctx.workdir / ARTIFACT_REPORTS / mlbom.MLBOM_FILE)
+    # what byte-identity of a re-run depends on (machine, threads, library versions): `adaptrail reproduce` reads it
+    reports.write_json(ctx.workdir / ARTIFACT_REPORTS / ENVIRONMENT_FILE,
+                       training_environment(ctx.config.training.seed))
+    # the adapter card's facts about the data and the base, as this run saw them
+    reports.write_json(ctx.workdir / ARTIFACT_REPORTS / card.DATASET_REPORT, ctx.splits.profile())
+    reports.write_json(ctx.workdir / ARTIFACT_REPORTS / card.BASE_REPORT,
+                       card.base_model_facts(ctx.base.id, ctx.base.revision, ctx.base.digest, ctx.base.path))
     registry.log_path(c, ctx.run_id, trained.adapter_dir, ARTIFACT_ADAPTER)
     registry.log_path(c, ctx.run_id, ctx.workdir / ARTIFACT_REPORTS, ARTIFACT_REPORTS)
+    # the adapter's OpenSSF model-signing bundle (service key, offline), logged beside adapter/ before the version
+    # exists; the registered event records its digest, so the ledger's signature covers it (attestation.py)
+    signature = attestation.sign_and_log(c, ctx.run_id, trained.adapter_dir, ctx.workdir)
     facts = {k: v for k, v in tags.items() if k not in STATE_TAGS}
     headline, value = evaluation.headline_metric()
     registry.set_run_tags(c, ctx.run_id, {k: v for k, v in tags.items() if k.startswith(
@@ -123,9 +134,11 @@ def register(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluated, de
         {"gates": {d.gate: {"outcome": str(d.outcome), "reason": d.reason} for d in decisions},
          "adapter_digest": trained.digest, "dataset_digest": ctx.splits.digest,
          f"test_{headline}": value, "run_id": ctx.run_id},
-        actor=ctx.requested_by, initial_state={k: tags[k] for k in STATE_TAGS}, request=ctx.request)
+        actor=ctx.requested_by, initial_state={k: tags[k] for k in STATE_TAGS}, request=ctx.request,
+        signature=signature)
     if status == ApprovalStatus.PENDING:
         registry.set_alias(c, ctx.config.registry.model_name, ALIAS_CANDIDATE, mv.version)
+    card.publish(mv.name, str(mv.version))  # the adapter card, and its summary as the version's description
     registry.set_run_tags(c, ctx.run_id, {RUN_TAG_STAGE: "registered"})
     return Registered(model=mv.name, version=str(mv.version), status=status, tags=tags)
 
