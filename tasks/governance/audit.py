@@ -161,9 +161,11 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
                 own = by_version.get(version, [])
                 if not _in_scope(mv.creation_timestamp, own, since, until):
                     continue
-                rec = _record(c, mv, own, model_events, (alias, should), runs, Path(tmp), rehash)
+                # the stored adapter, found or downloaded once for both checks: its digest and its signature
+                folder = _adapter_folder(mv.source, Path(tmp) / f"{name}-{version}") if rehash else None
+                rec = _record(c, mv, own, model_events, (alias, should), runs, folder)
                 rec.expired_by_audit = (name, version) in expired
-                rec.model_signing = version_check(mv, own, t, Path(tmp) / f"{name}-{version}-sig") if rehash else {}
+                rec.model_signing = version_check(mv, own, t, folder) if rehash else {}
                 audit.versions.append(rec)
     gone = {(e.model, e.version) for e in events} - seen
     audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
@@ -212,8 +214,9 @@ def _in_scope(created_ms: int | None, own: list[LedgerEvent], since: datetime | 
 
 
 def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], champions: tuple[str | None, ...],
-            runs: dict[str, dict[str, float]], tmp: Path, rehash: bool) -> VersionRecord:
-    """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger)."""
+            runs: dict[str, dict[str, float]], folder: Path | str | None) -> VersionRecord:
+    """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger); ``folder``: the
+    stored adapter (:func:`_adapter_folder`; None when the audit does not re-hash)."""
     name, version, tags = mv.name, str(mv.version), dict(mv.tags)
     view = approvals.ledger_tags(own)  # judge on the record, never on editable tags
     gates = {g: view.get(Tag.gate(g), GateOutcome.SKIPPED if own else UNRECORDED) for g in GATES}
@@ -229,9 +232,9 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
         gates={g: str(o) for g, o in gates.items()}, failed_gates=sorted(failed),
         metrics=_metrics(c, mv.run_id, runs), lineage=lineage,
         missing_lineage=[k.removeprefix("adaptrail.") for k, v in lineage.items() if not v],
-        review_due=view.get(Tag.REVIEW_DUE, ""), decisions=[_decision(e) for e in own],
-        integrity=_integrity(mv.source, view.get(Tag.ADAPTER_DIGEST, ""), tmp / f"{name}-{version}") if rehash
-        else [],
+        review_due=view.get(Tag.REVIEW_DUE, ""), decisions=[decision_record(e) for e in own],
+        integrity=[] if folder is None else [folder] if isinstance(folder, str) else
+        adapter_problems(folder, view.get(Tag.ADAPTER_DIGEST, "")),
         disagreements=approvals.disagreements(name, version, tags, model_events, alias, approvals.identity_of(mv)),
         reproduction=last_reproduction(own),
         group_metrics=_group_metrics(mv.run_id, runs),
@@ -254,17 +257,14 @@ def _group_metrics(run_id: str | None, cache: dict[str, dict[str, float]]) -> di
     return {k: v for k, v in sorted(cache.get(run_id or "", {}).items()) if k.startswith("bias.")}
 
 
-def _integrity(source: str, expected: str, tmp: Path) -> list[str]:
-    """Re-hash the stored adapter (in place when it is a local folder, else a downloaded copy)."""
+def _adapter_folder(source: str, tmp: Path) -> Path | str:
+    """The stored adapter's folder (in place when it is a local folder, else a downloaded copy), or why it could
+    not be read."""
     local = registry.local_path_of(source)
     try:
-        folder = local if local is not None and local.is_dir() else fetch_adapter(source, tmp)
+        return local if local is not None and local.is_dir() else fetch_adapter(source, tmp)
     except InputError as err:
-        return [str(err)]
-    return adapter_problems(folder, expected)
-
-
-_decision = decision_record  # one ledger event as the report lists it
+        return str(err)
 
 
 # --- judging -----------------------------------------------------------------------------------------------
@@ -387,12 +387,12 @@ def champion_at(model: str, when: datetime, events: list[LedgerEvent] | None = N
         if e.model != model or e.at >= cut:
             continue
         if e.action in APPROVING:
-            current = {"version": e.version, **_decision(e)}
+            current = {"version": e.version, **decision_record(e)}
         elif current and e.version == current["version"]:
             if e.action in ("revoked", "rejected", "expired"):
                 current = None
             elif e.action == "reviewed":
-                current["reviews"] = [*current.get("reviews", []), _decision(e)]
+                current["reviews"] = [*current.get("reviews", []), decision_record(e)]
     return {"model": model, "as_of": cut, "champion": current}
 
 

@@ -91,7 +91,7 @@ def answers(data: dict[str, Any]) -> list[dict[str, Any]]:
             "before cards)") for v in in_use])
     lin = lambda v, k: (v.get("lineage") or {}).get(f"adaptrail.lineage.{k}", "")  # noqa: E731
     missing = [v for v in versions if v.get("missing_lineage")]
-    add(f"every version's dataset and base are recorded" if not missing else
+    add("every version's dataset and base are recorded" if not missing else
         f"{len(missing)} versions lack lineage ({', '.join(_ref(v) for v in missing)})",
         [f"{_ref(v)}: data {_short(lin(v, 'dataset.digest'))}; base {lin(v, 'base_model') or '?'} @ "
          f"{lin(v, 'base_model.revision') or '?'} ({_short(lin(v, 'base_model.digest'))}); code "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,22 +91,12 @@ def base_licence(base_id: str, path: str | None) -> tuple[str | None, str]:
     return None, "not stated by the base model's package or files"
 
 
-def _read_text(c, run_id: str, path: str) -> str | None:
-    folder = path.rsplit("/", 1)[0] if "/" in path else None
-    names = {f.path for f in registry.read(f"artifacts of run {run_id}", lambda: c.list_artifacts(run_id, folder))}
-    if path not in names:
-        return None
-    with tempfile.TemporaryDirectory(prefix="adaptrail-card-") as tmp:
-        local = registry.read(f"{path} of run {run_id}", lambda: c.download_artifacts(run_id, path, tmp))
-        return Path(local).read_text(encoding="utf-8")
-
-
 def build(model: str, version: str, now: datetime | None = None) -> Card:
     """The card of ``model`` v``version`` from MLflow (tags, run metrics and artifacts) and the ledger."""
     c = registry.client()
     mv = registry.model_version(c, model, str(version))
     tags, run_id = dict(mv.tags), mv.run_id
-    config_text = _read_text(c, run_id, ARTIFACT_CONFIG)
+    config_text = registry.read_run_text(c, run_id, ARTIFACT_CONFIG)
     config = yaml.safe_load(config_text) if config_text else {}
     metrics = registry.run_metrics(c, run_id) or {}
     read = lambda p: registry.read_run_json(c, run_id, p)  # noqa: E731

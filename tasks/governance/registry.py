@@ -232,16 +232,27 @@ def run_metrics(c: MlflowClient, run_id: str | None) -> dict[str, float] | None:
         raise
 
 
-def read_run_json(c: MlflowClient, run_id: str, path: str) -> Any | None:
-    """The JSON artifact ``path`` of a run; None when the run has no such file (e.g. logged before it existed).
-    A failure to list or download is raised, not read as "missing"."""
+def download_run_file(c: MlflowClient, run_id: str, path: str, dst_dir: str | Path) -> Path | None:
+    """The artifact file ``path`` of a run, downloaded under ``dst_dir``; None when the run has no such file (e.g.
+    logged before it existed). A failure to list or download is raised, not read as "missing"."""
     folder = path.rsplit("/", 1)[0] if "/" in path else ""
     listed = read(f"artifacts of run {run_id}", lambda: c.list_artifacts(run_id, folder or None))
     if path not in {f.path for f in listed}:
         return None
+    return Path(read(f"{path} of run {run_id}", lambda: c.download_artifacts(run_id, path, str(dst_dir))))
+
+
+def read_run_text(c: MlflowClient, run_id: str, path: str) -> str | None:
+    """The text of the artifact ``path`` of a run (None when it has none; see :func:`download_run_file`)."""
     with tempfile.TemporaryDirectory(prefix="adaptrail-artifact-") as tmp:
-        local = read(f"{path} of run {run_id}", lambda: c.download_artifacts(run_id, path, tmp))
-        return json.loads(Path(local).read_text(encoding="utf-8"))
+        local = download_run_file(c, run_id, path, tmp)
+        return None if local is None else local.read_text(encoding="utf-8")
+
+
+def read_run_json(c: MlflowClient, run_id: str, path: str) -> Any | None:
+    """The JSON artifact ``path`` of a run; None when the run has no such file (see :func:`download_run_file`)."""
+    text = read_run_text(c, run_id, path)
+    return None if text is None else json.loads(text)
 
 
 def set_alias(c: MlflowClient, name: str, alias: str, version: str) -> None:

@@ -14,14 +14,10 @@ from tasks.governance.ledger import Ledger, LedgerEvent
 from tasks.governance.loader import fetch_adapter
 
 
-def version_check(mv: Any, own: list[LedgerEvent], t: trust.Trust, tmp: Path) -> dict[str, Any]:
-    """The audit's model-signing check of one version (``own``: its counted events): ok, detail, legacy."""
-    local = registry.local_path_of(mv.source)
-    try:
-        folder = local if local is not None and local.is_dir() else fetch_adapter(mv.source, tmp / "adapter")
-    except InputError:
-        folder = None
-    r = attestation.check_version(own, t.unsigned, t.policy, folder, mv.run_id)
+def version_check(mv: Any, own: list[LedgerEvent], t: trust.Trust, folder: Path | str) -> dict[str, Any]:
+    """The audit's model-signing check of one version (``own``: its counted events; ``folder``: the stored adapter
+    the audit re-hashed, or why it could not be read): ok, detail, legacy."""
+    r = attestation.check_version(own, t.unsigned, t.policy, folder if isinstance(folder, Path) else None, mv.run_id)
     return {"ok": r.ok, "detail": r.detail, "legacy": r.legacy}
 
 

@@ -212,14 +212,11 @@ def build(model: str, version: str, out: Path, now: datetime | None = None) -> T
 
 
 def _copy_run_file(c, run_id: str, name: str, dst: Path) -> None:
-    folder = name.rsplit("/", 1)[0] if "/" in name else None
-    listed = {f.path for f in registry.read(f"artifacts of run {run_id}", lambda: c.list_artifacts(run_id, folder))}
-    if name not in listed:
-        return
     with tempfile.TemporaryDirectory(prefix="adaptrail-tf-") as tmp:
-        got = Path(registry.read(f"{name} of run {run_id}", lambda: c.download_artifacts(run_id, name, tmp)))
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(got, dst)
+        got = registry.download_run_file(c, run_id, name, tmp)
+        if got is not None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(got, dst)
 
 
 def _write_ledger(model: str, folder: Path) -> None:
