@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.core.peft_config import METHOD_ALIASES, PeftConfig, PeftMethod
 from tasks.core.peft_config import Section as _Section
+from tasks.core.monitoring_config import MonitoringConfig
 
 
 class DataConfig(_Section):
@@ -362,6 +363,7 @@ class Config(_Section):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _search_applies(self) -> "Config":

@@ -47,6 +47,7 @@ class ApprovalStatus(StrEnum):
     REJECTED = "rejected"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    REVIEW_REQUIRED = "review_required"  # monitoring found a breach: a person reviews it before the next audit
 
 
 class GateOutcome(StrEnum):
@@ -76,6 +77,13 @@ ALIAS_CANDIDATE = "candidate"
 AUDIT_EXPERIMENT = "adaptrail-audits"
 RUN_TAG_AUDIT_LEDGER = TAG_PREFIX + "audit.ledger_id"  # the audited ledger (hash of its first row)
 RUN_TAG_AUDIT_HEAD = TAG_PREFIX + "audit.ledger_head_hash"
+#: MLflow experiment of the monitoring runs; each run names the version it watched (model, version tags).
+MONITOR_EXPERIMENT = "adaptrail-monitoring"
+RUN_TAG_MONITOR_MODEL = TAG_PREFIX + "monitor.model"
+RUN_TAG_MONITOR_VERSION = TAG_PREFIX + "monitor.version"
+RUN_TAG_MONITOR_OUTCOME = TAG_PREFIX + "monitor.outcome"
+#: Model-version tag: the last monitoring run (outcome, time, run id); informational, the ledger holds the record.
+TAG_MONITOR_LAST = TAG_PREFIX + "monitoring.last"
 
 # Run artifact paths (relative to the MLflow run's artifact root).
 ARTIFACT_CONFIG = "config.yaml"

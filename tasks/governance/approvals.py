@@ -28,6 +28,8 @@ from tasks.governance.subject import (Decision, Plan, Subject, champion_of, drop
                                       reconcile_version)
 
 log = logging.getLogger("adaptrail")
+#: An approval that is (or was) in force: reviewed, revoked or withdrawn, never approved afresh or rejected.
+IN_USE = (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED, ApprovalStatus.REVIEW_REQUIRED)
 
 # --- the ledger's view of a version ---------------------------------------------------------------------
 
@@ -132,6 +134,9 @@ def _plan_approve(s: Subject, person: str, reason: str, override: bool) -> "Plan
     if s.status == ApprovalStatus.REVOKED:
         raise DecisionRefused("revoked", f"{s.model} v{s.version} was revoked; it cannot be approved again. Train "
                               "and register a new version")
+    if s.status == ApprovalStatus.REVIEW_REQUIRED:
+        raise DecisionRefused("review-required", f"monitoring sent {s.model} v{s.version} back for review; a person "
+                              f"clears that with `adaptrail review {s.model} {s.version} --reason ...`")
     if s.status == ApprovalStatus.APPROVED and s.champion == s.version and not is_overdue(s.view, s.now):
         return s.unchanged("approved", "already approved and champion; nothing recorded")
     return _approval(s, "approved", person, reason, override, previous_champion=s.champion)
@@ -139,15 +144,15 @@ def _plan_approve(s: Subject, person: str, reason: str, override: bool) -> "Plan
 
 def _plan_review(s: Subject, person: str, reason: str, override: bool) -> "Plan | Decision":
     require_decider(s, s.policy, person, reason, separate_from_requester="review")
-    if s.status not in (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED):
-        raise DecisionRefused("not-approved", f"{s.model} v{s.version} is {s.status}; only approved or expired "
-                              "versions are reviewed (use `adaptrail approve`)")
+    if s.status not in IN_USE:
+        raise DecisionRefused("not-approved", f"{s.model} v{s.version} is {s.status}; only approved, expired or "
+                              "review_required versions are reviewed (use `adaptrail approve`)")
     return _approval(s, "reviewed", person, reason, override)
 
 
 def _plan_reject(s: Subject, person: str, reason: str, override: bool) -> "Plan | Decision":
     require_decider(s, s.policy, person, reason)
-    if s.status in (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED, ApprovalStatus.REVOKED):
+    if s.status in (*IN_USE, ApprovalStatus.REVOKED):
         raise DecisionRefused("use-revoke", f"{s.model} v{s.version} is {s.status}; an approval is withdrawn with "
                               f"`adaptrail revoke {s.model} {s.version} --reason ...`")
     if s.last_decision == "rejected":
@@ -160,7 +165,7 @@ def _plan_revoke(s: Subject, person: str, reason: str, override: bool) -> "Plan 
     require_decider(s, s.policy, person, reason)
     if s.status == ApprovalStatus.REVOKED:
         return s.unchanged("revoked", "already revoked; nothing recorded")
-    if s.status not in (ApprovalStatus.APPROVED, ApprovalStatus.EXPIRED):
+    if s.status not in IN_USE:
         raise DecisionRefused("not-approved", f"{s.model} v{s.version} is {s.status}, not approved; nothing to "
                               f"revoke (use `adaptrail reject`)")
     tags = state_tags(ApprovalStatus.REVOKED, person, s.now, reason, s.view.get(Tag.REVIEW_DUE, ""))
@@ -225,7 +230,8 @@ def _after_revoke(p: Plan, event: LedgerEvent) -> Decision:
 
 _RULES = {"approve": _plan_approve, "review": _plan_review, "reject": _plan_reject, "revoke": _plan_revoke}
 _AFTER = {"approve": _after_approve, "review": _after_approve, "reject": _after_reject, "revoke": _after_revoke,
-          "expire": lambda p, e: p.subject.changed(e, p.subject.champion, f"expired: {e.reason}")}
+          "expire": lambda p, e: p.subject.changed(e, p.subject.champion, f"expired: {e.reason}"),
+          "monitor": lambda p, e: p.subject.changed(e, p.subject.champion, e.reason)}
 
 
 def expire_overdue(model: str | None = None, now: datetime | None = None) -> list[Decision]:
@@ -254,6 +260,30 @@ def expire_overdue(model: str | None = None, now: datetime | None = None) -> lis
         p = s.plan("expire", "expired", person, reason, state_tags(ApprovalStatus.EXPIRED, person, now, reason, due))
         out.append(execute(p, signer.sign(p.statement)) if s.trust.policy else _unsigned(p))
     return out
+
+
+def record_monitoring(model: str, version: str | int, result: dict[str, Any], reason: str,
+                      now: datetime | None = None) -> Decision:
+    """A monitoring run's ledger event, signed by the pipeline's service key: ``review_required`` when ``result``
+    is a breach of an approved version (its status changes; the champion alias does not), else ``monitored``
+    (no status change). ``result``: aggregates only (outcome, run id, rows, breaches; never texts)."""
+    signer = trust.service_signer()
+    for attempt in range(3):
+        when = decision_time(now)
+        with Ledger() as led:
+            s = prepare(led, model, str(version), when)
+            person = trust.person_of(s.policy, signer)
+        if result.get("outcome") == "breach" and s.status == ApprovalStatus.APPROVED:
+            action, tags = "review_required", {Tag.APPROVAL_STATUS: str(ApprovalStatus.REVIEW_REQUIRED)}
+        else:
+            action, tags = "monitored", {}
+        p = s.plan("monitor", action, person, reason, tags, monitoring=dict(result))
+        try:
+            return execute(p, signer.sign(p.statement))
+        except _TimeConflict:  # another writer appended a later time first: sign again, now
+            if now is not None or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def approved_versions(model: str, now: datetime | None = None) -> list[str]:

@@ -14,10 +14,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.governance import approvals, checkpoints, events as prefect_events, trust
+from tasks.governance import approvals, checkpoints, events as prefect_events, monitoring_record, registry, trust
 from tasks.governance.card_facts import card_location
 from tasks.governance.audit_trust import audit_checkpoints, trust_findings, trust_summary
-from tasks.governance import registry
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
 from tasks.governance.ledger import Ledger, LedgerEvent, format_at
 from tasks.governance.ledger_view import APPROVING, decision_record
@@ -65,6 +64,7 @@ class VersionRecord:
     disagreements: list[str]  # tag/alias vs ledger
     expired_by_audit: bool = False
     reproduction: dict[str, Any] | None = None  # the last `adaptrail reproduce` (reproduce.last_reproduction)
+    monitoring: list[dict[str, Any]] = field(default_factory=list)  # monitoring_record.history, oldest first
     model_signing: dict[str, Any] = field(default_factory=dict)  # the bundle check: ok, detail, legacy ({}: not run)
     group_metrics: dict[str, float] = field(default_factory=dict)  # the bias gate's headline numbers (bias.*)
     card: dict[str, str] = field(default_factory=dict)  # the adapter card: its artifact, and its copy by the report
@@ -236,7 +236,7 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
         integrity=[] if folder is None else [folder] if isinstance(folder, str) else
         adapter_problems(folder, view.get(Tag.ADAPTER_DIGEST, "")),
         disagreements=approvals.disagreements(name, version, tags, model_events, alias, approvals.identity_of(mv)),
-        reproduction=last_reproduction(own),
+        reproduction=last_reproduction(own), monitoring=monitoring_record.history(own),
         group_metrics=_group_metrics(mv.run_id, runs),
         card=card_location(c, mv.run_id),
     )
@@ -252,8 +252,7 @@ def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[
 
 
 def _group_metrics(run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The bias gate's summary metrics the run logged (``bias.accuracy_gap``, ``bias.disparate_impact_ratio``, ...);
-    read from the cache :func:`_metrics` filled."""
+    """The bias gate's summary metrics the run logged (``bias.accuracy_gap``, ...), from :func:`_metrics`' cache."""
     return {k: v for k, v in sorted(cache.get(run_id or "", {}).items()) if k.startswith("bias.")}
 
 
@@ -321,7 +320,8 @@ def _version_findings(r: VersionRecord, today: date, due_within_days: int) -> li
             elif d["action"] == "approved":
                 add("high", "failed-gate-approved", f"approved by {d['actor']} at {d['at']} although gates "
                     f"failed ({', '.join(r.failed_gates)}) and no override was recorded")
-    out += [Finding(*f) for f in reproduction_findings(r.model, r.version, r.reproduction)]
+    out += [Finding(*f) for f in reproduction_findings(r.model, r.version, r.reproduction)
+            + monitoring_record.findings(r.model, r.version, r.monitoring)]
     if r.missing_lineage:
         add("medium", "lineage-missing", "missing lineage: " + ", ".join(r.missing_lineage))
     too_long = _review_period_problem(r)

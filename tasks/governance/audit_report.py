@@ -25,7 +25,7 @@ CSV_COLUMNS = ("model", "version", "status", "champion", "created_at", "review_d
                "gate.regression", *METRICS, "approved_by", "approved_at", "override", "adapter_intact",
                "tags_agree", "missing_lineage", "findings", "worst_severity", "dataset_digest", "base_model",
                "base_model_revision", "base_model_digest", "code_version", "flow_run_id", "run_id",
-               "reproduced")
+               "reproduced", "monitoring_last", "monitoring_runs")
 
 
 def report_data(audit: Audit, fail_on: str = "high") -> dict[str, Any]:
@@ -108,6 +108,8 @@ def csv_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             "base_model_digest": lin.get("base_model.digest", ""), "code_version": lin.get("code.version", ""),
             "flow_run_id": lin.get("flow_run_id", ""), "run_id": v["run_id"],
             "reproduced": reproduction_cell(v.get("reproduction")),
+            "monitoring_last": monitoring_cell(v.get("monitoring") or []), "monitoring_runs": len(v.get("monitoring")
+                                                                                                  or []),
         })
     return rows
 
@@ -247,6 +249,7 @@ def _model_section(model: str, data: dict[str, Any]) -> str:
                        f'{e(" and ".join(d["approvers"]))}: {e(d["reason"])} <span class=muted>(seq {d["seq"]})'
                        f"</span></div>")
         out.append(_reproduction_line(v.get("reproduction")))
+        out.append(_monitoring_lines(v.get("monitoring") or []))
         out.append(_evidence_lines(v))
         out.append("</div>")
     out.append("</div></div>")
@@ -256,6 +259,26 @@ def _model_section(model: str, data: dict[str, Any]) -> str:
 def reproduction_cell(r: dict[str, Any] | None) -> str:
     """The version's last ``adaptrail reproduce``: '' (never), ``identical AT`` or ``differs AT``."""
     return "" if not r else f"{'identical' if r['identical'] else 'differs'} {r['at']}"
+
+
+def monitoring_cell(history: list[dict[str, Any]]) -> str:
+    """The version's last monitoring result: '' (never monitored) or ``OUTCOME AT``."""
+    return f"{history[-1]['outcome']} {history[-1]['at']}" if history else ""
+
+
+def _monitoring_lines(history: list[dict[str, Any]]) -> str:
+    """The version's monitoring history (last result first, then the earlier ones), or that it was never monitored."""
+    e = html_escape
+    if not history:
+        return '<div class="decision muted">monitoring: never monitored (<code>adaptrail monitor</code>)</div>'
+    rows = []
+    for h in reversed(history):
+        what = e(", ".join(h["breaches"])) if h["breaches"] else "no breach"
+        state = " &middot; <b>awaiting review</b>" if h.get("open") else ""
+        rows.append(f'<div class="decision">monitoring {e(h["at"][:19])}: <b>{e(h["outcome"])}</b> on '
+                    f'{e(h["rows"])} texts ({what}){state}, run <code>{e(h["run_id"])}</code> '
+                    f'<span class=muted>(seq {h["seq"]})</span></div>')
+    return "".join(rows)
 
 
 def _reproduction_line(r: dict[str, Any] | None) -> str:

@@ -23,19 +23,25 @@ from tasks.governance.policy import Policy, revoked_since
 
 AT_FORMAT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 APPROVED, PENDING, REJECTED = ApprovalStatus.APPROVED, ApprovalStatus.PENDING, ApprovalStatus.REJECTED
+EXPIRED, REVIEW_REQUIRED = ApprovalStatus.EXPIRED, ApprovalStatus.REVIEW_REQUIRED
 #: The approval status each action may set (None: it sets none).
 STATUS_OF_ACTION: dict[str, set[Any]] = {
     "registered": {PENDING, REJECTED}, "gate_failed": {None, REJECTED}, "rejected": {REJECTED},
-    "revoked": {ApprovalStatus.REVOKED}, "expired": {ApprovalStatus.EXPIRED}, "approved": {APPROVED},
+    "revoked": {ApprovalStatus.REVOKED}, "expired": {EXPIRED}, "approved": {APPROVED},
     "reviewed": {APPROVED}, "overridden": {None}, "policy": {None}, "reproduced": {None},
+    "monitored": {None}, "review_required": {REVIEW_REQUIRED},
 }
-#: The status a version must have before the action (None: any).
+#: The status a version must have before the action (None: any). A version in review_required comes back only
+#: through a review (or is revoked); approving it again is not the way.
 BEFORE: dict[str, set[Any] | None] = {
-    "approved": {PENDING, REJECTED, APPROVED, ApprovalStatus.EXPIRED}, "overridden": {PENDING, REJECTED,
-                                                                                      APPROVED, ApprovalStatus.EXPIRED},
-    "reviewed": {APPROVED, ApprovalStatus.EXPIRED}, "revoked": {APPROVED, ApprovalStatus.EXPIRED},
-    "rejected": {PENDING, REJECTED}, "expired": {APPROVED}, "registered": {None}, "gate_failed": None,
+    "approved": {PENDING, REJECTED, APPROVED, EXPIRED},
+    "overridden": {PENDING, REJECTED, APPROVED, EXPIRED, REVIEW_REQUIRED},
+    "reviewed": {APPROVED, EXPIRED, REVIEW_REQUIRED}, "revoked": {APPROVED, EXPIRED, REVIEW_REQUIRED},
+    "rejected": {PENDING, REJECTED}, "expired": {APPROVED, REVIEW_REQUIRED}, "registered": {None},
+    "gate_failed": None, "review_required": {APPROVED}, "monitored": None,
 }
+#: Statements about a version that never take part in a decision (an override's two steps may have them between).
+NOT_DECISIONS = ("reproduced", "monitored")
 _LISTS = ("approvers", "failed_gates")
 
 
@@ -57,6 +63,8 @@ def shape_problem(e: LedgerEvent) -> str:
     for name in ("signature", "after", "gate"):
         if name in x and not isinstance(x[name], str):
             return f"its {name} is not text"
+    if "monitoring" in x and not isinstance(x["monitoring"], dict):
+        return "its monitoring result is not an object"
     if e.action == "policy" and not isinstance(x.get("policy"), dict):
         return "a policy event without a policy"
     request = x.get("request")
@@ -94,7 +102,7 @@ def _approval_problem(own: Sequence[LedgerEvent], registered: LedgerEvent, e: Le
     if policy.require_signed_requests and "request" not in registered.extra:
         return "it approves a run without a signed request, which the policy requires"
     failed = failed_gates(own)
-    decisive = [x for x in own if x.action != "reproduced"]  # a reproduction in between does not end an override
+    decisive = [x for x in own if x.action not in NOT_DECISIONS]  # e.g. a reproduction does not end an override
     first = decisive[-1] if decisive and decisive[-1].action == "overridden" and decisive[-1].extra.get(
         "awaiting_second") else None
     if e.action == "overridden":

@@ -6,7 +6,8 @@ Event names (one per ledger action, :data:`ANNOUNCED`; ``gate_failed`` is folded
 and payload carry every gate, and ``policy`` events are not about a version):
 
 - ``adaptrail.version.registered`` / ``.approved`` / ``.rejected`` / ``.overridden`` (a first override, awaiting a
-  second approver) / ``.reviewed`` / ``.revoked`` / ``.expired`` / ``.reproduced``;
+  second approver) / ``.reviewed`` / ``.revoked`` / ``.expired`` / ``.reproduced`` / ``.monitored`` /
+  ``.review_required`` (monitoring found a breach; an automation can page the owner);
 - ``adaptrail.approval.expiring``: an approved version whose ``review.due`` is at most :data:`EXPIRING_WITHIN_DAYS`
   days away (:func:`announce_expiring`; its id is fixed per version and due date, so re-announcing is a duplicate).
 
@@ -44,7 +45,8 @@ log = logging.getLogger("adaptrail")
 VERSION_EVENT_PREFIX = "adaptrail.version."
 EXPIRING = "adaptrail.approval.expiring"
 #: Ledger actions announced as ``adaptrail.version.<action>``.
-ANNOUNCED = ("registered", "approved", "rejected", "overridden", "reviewed", "revoked", "expired", "reproduced")
+ANNOUNCED = ("registered", "approved", "rejected", "overridden", "reviewed", "revoked", "expired", "reproduced",
+             "monitored", "review_required")
 EXPIRING_WITHIN_DAYS = 14
 RESOURCE_PREFIX = "adaptrail.model-version."
 LABEL_MODEL, LABEL_VERSION, LABEL_SEQ, LABEL_ACTOR = ("adaptrail.model", "adaptrail.version", "adaptrail.ledger.seq",

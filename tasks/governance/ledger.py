@@ -34,7 +34,7 @@ from tasks.governance.ledger_db import (TABLE_NAME, WRITE_OPTION, install_guards
 from tasks.core.state import home
 
 ACTIONS = ("registered", "gate_failed", "approved", "rejected", "overridden", "expired", "revoked", "reviewed",
-           "policy", "reproduced")
+           "policy", "reproduced", "monitored", "review_required")
 GENESIS_HASH = "0" * 64
 #: How far an event's time may lie ahead of this machine's clock (clock skew between machines); no further.
 MAX_CLOCK_SKEW = timedelta(minutes=5)

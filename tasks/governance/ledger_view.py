@@ -29,7 +29,7 @@ APPROVING = ("approved", "overridden")
 STATUS_OF = {"approved": ApprovalStatus.APPROVED, "overridden": ApprovalStatus.APPROVED,
               "reviewed": ApprovalStatus.APPROVED, "rejected": ApprovalStatus.REJECTED,
               "gate_failed": ApprovalStatus.REJECTED, "expired": ApprovalStatus.EXPIRED,
-              "revoked": ApprovalStatus.REVOKED}
+              "revoked": ApprovalStatus.REVOKED, "review_required": ApprovalStatus.REVIEW_REQUIRED}
 
 
 def ledger_view(events: Iterable[LedgerEvent]) -> dict[str, tuple[str, int]]:
@@ -109,8 +109,9 @@ def disagreements(model: str, version: str, tags: dict[str, str], model_events: 
 
 
 def is_overdue(tags: dict[str, str], now: datetime) -> bool:
-    """Approved, and today (UTC) is after ``review.due``; an unreadable due date counts as overdue."""
-    if tags.get(Tag.APPROVAL_STATUS) != ApprovalStatus.APPROVED:
+    """Approved (or sent back for review by monitoring), and today (UTC) is after ``review.due``; an unreadable due
+    date counts as overdue."""
+    if tags.get(Tag.APPROVAL_STATUS) not in (ApprovalStatus.APPROVED, ApprovalStatus.REVIEW_REQUIRED):
         return False
     try:
         return now.astimezone(timezone.utc).date() > date.fromisoformat(tags.get(Tag.REVIEW_DUE, ""))

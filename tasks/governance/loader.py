@@ -10,11 +10,12 @@ the very copy of the adapter files that was checked; otherwise it raises :class:
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow.artifacts
 from mlflow.exceptions import MlflowException
@@ -25,63 +26,22 @@ from tasks.training.adapter_files import digest_of, file_map, read_metadata
 from tasks.governance.ledger_view import disagreements, identity_of, is_overdue, ledger_tags, utc_now
 from tasks.governance import attestation, trust
 from tasks.core.config import ModelConfig
-from tasks.core.errors import InputError, Refused
-from tasks.governance.ledger import Ledger
+from tasks.core.errors import InputError
+from tasks.governance.ledger import Ledger, LedgerEvent
+from tasks.governance.verify_report import Check, LoadRefused, VerifyReport  # noqa: F401 (re-exported)
+from tasks.governance.monitoring_record import review_required_verdict
+from tasks.governance.policy import Policy
 from tasks.training.causal_lm import load_causal_lm, prepare_tokenizer
 from tasks.training.loop import predict_proba
-from tasks.training.model import BaseModelRef, load_classifier, load_tokenizer, resolve_base_model, weights_digest
+from tasks.training.model import load_classifier, load_tokenizer, resolve_base_model, weights_digest
 from tasks.core.names import ADAPTER_MANIFEST, ADAPTER_METADATA, ALIAS_CHAMPION, ApprovalStatus, Tag
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 MODELS_SCHEME = "models:/"
 
-# How a failed check reads in a refusal.
-_REASON = {"ledger": "ledger problem", "tags": "ledger problem", "adapter": "adapter digest mismatch",
-           "base_model": "base mismatch", "signature": "bad signature", "approval": "",
-           "model_signing": "model-signing check failed"}
-
-
-@dataclass
-class Check:
-    name: str  # ledger | tags | approval | adapter | model_signing | base_model | signature
-    ok: bool
-    detail: str
-
-
-@dataclass
-class VerifyReport:
-    ref: str
-    model: str
-    version: str
-    checks: list[Check] = field(default_factory=list)
-    base: BaseModelRef | None = None
-    adapter_dir: Path | None = None  # the verified copy (only while load_verified holds it)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
-
-    @property
-    def reason(self) -> str:
-        """Why loading is refused, one clause per failed check ('' when everything passed)."""
-        return "; ".join(f"{_REASON[c.name]}: {c.detail}" if _REASON[c.name] else c.detail for c in self.failures)
-
-    def to_text(self) -> str:
-        head = f"{self.model} v{self.version} ({self.ref}): " + ("verified" if self.ok else "REFUSED")
-        return "\n".join([head, *(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks)])
-
-
-class LoadRefused(Refused):
-    """An adapter did not pass verification; nothing was loaded."""
-
-    def __init__(self, report: VerifyReport):
-        self.report = report
-        super().__init__(f"refusing to load {report.model} v{report.version}: {report.reason}")
+Purpose = Literal["use", "monitor"]
+log = logging.getLogger("adaptrail")
 
 
 @dataclass
@@ -226,24 +186,27 @@ def adapter_problems(adapter_dir: Path, expected_digest: str) -> list[str]:
 # --- verify and load --------------------------------------------------------------------------------------
 
 
-def verify(ref: str, *, now: datetime | None = None) -> VerifyReport:
-    """Run every check on the version ``ref`` names; never raises for a failed check (see ``report.ok``)."""
+def verify(ref: str, *, now: datetime | None = None, purpose: Purpose = "use") -> VerifyReport:
+    """Run every check on the version ``ref`` names; never raises for a failed check (see ``report.ok``).
+    ``purpose`` "monitor": a version that monitoring sent back for review may still be loaded to monitor it."""
     model, version = resolve_ref(ref)
     with tempfile.TemporaryDirectory(prefix="adaptrail-verify-") as tmp:
-        report = _verify(ref, model, version, Path(tmp), utc_now(now))
+        report = _verify(ref, model, version, Path(tmp), utc_now(now), purpose)
     report.adapter_dir = None
     return report
 
 
-def load_verified(ref: str, *, now: datetime | None = None) -> LoadedAdapter:
+def load_verified(ref: str, *, now: datetime | None = None, purpose: Purpose = "use") -> LoadedAdapter:
     """Base model + adapter, loaded only after :func:`verify`'s checks pass; else :class:`LoadRefused`."""
     from tasks.training.methods import load_weights
 
     model_name, version = resolve_ref(ref)
     with tempfile.TemporaryDirectory(prefix="adaptrail-load-") as tmp:
-        report = _verify(ref, model_name, version, Path(tmp), utc_now(now))
+        report = _verify(ref, model_name, version, Path(tmp), utc_now(now), purpose)
         if not report.ok:
             raise LoadRefused(report)
+        for warning in report.warnings:
+            log.warning("%s v%s: %s", model_name, version, warning)
         meta = read_metadata(report.adapter_dir)
         cfg = _model_config(report.base.id, report.base.revision, meta)
         labels = [str(label) for label in meta["labels"]]
@@ -298,7 +261,8 @@ def predict(ref: str, texts: list[str], *, batch_size: int = 64, now: datetime |
     return load_verified(ref, now=now).predict(texts, batch_size)
 
 
-def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime) -> VerifyReport:
+def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime, purpose: Purpose = "use"
+            ) -> VerifyReport:
     c = registry.client()
     mv = registry.model_version(c, model, version)
     report = VerifyReport(ref, model, version)
@@ -314,7 +278,7 @@ def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime) ->
     report.checks.append(Check("tags", not problems, "; ".join(problems) or "MLflow tags agree with the ledger"))
     own = [e for e in model_events if e.version == version]
     view = ledger_tags(own) if own else dict(mv.tags)  # judge on the record, not on editable tags
-    report.checks.append(_approval_check(model, version, view, now))
+    report.checks.append(_approval_check(model, version, view, now, own, t.policy, purpose))
 
     try:
         adapter_dir = fetch_adapter(mv.source, workdir / "adapter")
@@ -351,11 +315,15 @@ def _signature_check(t: trust.Trust, model: str, version: str) -> Check:
                  f"{t.policy.digest[:12]}...")
 
 
-def _approval_check(model: str, version: str, view: dict[str, str], now: datetime) -> Check:
+def _approval_check(model: str, version: str, view: dict[str, str], now: datetime, own: list[LedgerEvent],
+                    policy: Policy | None, purpose: str) -> Check:
     status, due = view.get(Tag.APPROVAL_STATUS, "unset"), view.get(Tag.REVIEW_DUE, "")
     if status == ApprovalStatus.EXPIRED or is_overdue(view, now):
         return Check("approval", False, f"expired: review was due {due or '(unset)'}; re-review with "
                      f"`adaptrail review {model} {version} --reason ...`")
+    if status == ApprovalStatus.REVIEW_REQUIRED:
+        ok, detail = review_required_verdict(model, version, own, policy, purpose)
+        return Check("approval", ok, detail, warning=ok)
     if status != ApprovalStatus.APPROVED:
         return Check("approval", False, f"not approved: status is {status}")
     return Check("approval", True, f"approved by {view.get(Tag.APPROVAL_BY, '?')} at "

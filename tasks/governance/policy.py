@@ -10,6 +10,9 @@ signed ``policy`` event by an admin of the policy in force; the first one is sig
     require_signed_approval: true    # loading refuses an approval recorded before signing (an unsigned event)
     require_signed_requests: false   # true: only runs whose requester signed the request (`run --key`) are approved
     skip_unloadable_champion: false  # true: a champion that cannot be loaded is skipped by the gates (noted)
+    monitoring:                      # `adaptrail monitor` judges new data with these (all optional; defaults below)
+      on_review_required: warn       # warn | refuse: what verify/predict do with a version monitoring sent back
+      max_embedding_auc: 0.7         # and the other thresholds of MonitoringPolicy
     people:
       admin:    {roles: [admin],    keys: ["ssh-ed25519 AAAA... admin@laptop"]}
       pipeline: {roles: [service],  keys: ["ecdsa-sha2-nistp256 AAAA... adaptrail-service"]}
@@ -20,7 +23,8 @@ signed ``policy`` event by an admin of the policy in force; the first one is sig
           - {key: "ssh-ed25519 AAAA... alice@old", revoked_at: "2026-11-01T00:00:00Z"}
 
 Roles: ``admin`` signs policy changes; ``approver`` signs decisions (approve, reject, revoke, review, override);
-``service`` signs what the pipeline records (registrations, failed gates, expiries, reproductions). A revoked key's signatures
+``service`` signs what the pipeline records (registrations, failed gates, expiries, reproductions, monitoring
+results and the ``review_required`` a breach sets; only an approver's ``review`` clears it). A revoked key's signatures
 dated at or after ``revoked_at`` are refused; earlier ones still verify.
 """
 
@@ -49,6 +53,8 @@ SIGNS: dict[str, tuple[str, ...]] = {
     "approved": ("approver",), "rejected": ("approver",), "revoked": ("approver",), "reviewed": ("approver",),
     "overridden": ("approver",),
     "reproduced": ("service",),  # `adaptrail reproduce`: a statement about the bytes, never about approval
+    # monitoring: a result, and a breach that sends the version back to a person; only a review clears it
+    "monitored": ("service",), "review_required": ("service",),
 }
 
 
@@ -82,12 +88,36 @@ class Person(BaseModel):
         return [{"key": k} if isinstance(k, str) else k for k in v] if isinstance(v, list) else v
 
 
+class MonitoringPolicy(BaseModel):
+    """What monitoring judges a batch of new texts by (``adaptrail monitor``). Drift is judged on effect sizes —
+    at 10,000 texts every difference is significant — and counts only when it is also significant at ``alpha``.
+    A training config's ``monitoring:`` section may tighten the ``max_*`` thresholds, never loosen them."""
+
+    model_config = ConfigDict(extra="forbid")
+    on_review_required: Literal["warn", "refuse"] = Field(
+        "warn", description="what verify/predict do with a version in review_required: warn, or refuse to load it")
+    min_rows: int = Field(100, ge=10, description="fewer texts in a batch: the outcome is insufficient_data")
+    min_group_rows: int = Field(30, ge=5, description="groups (and classes) with fewer labelled rows: reported only")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="significance level of the drift tests")
+    max_prediction_psi: float = Field(0.2, gt=0, description="PSI of the predicted-label distribution")
+    max_length_drift: float = Field(0.3, gt=0, description="Wasserstein distance of text lengths / reference std")
+    max_oov_increase: float = Field(0.1, gt=0, description="rise in the share of words unseen in training")
+    max_embedding_auc: float = Field(0.7, gt=0.5, le=1.0, description=(
+        "ROC AUC of a classifier telling batch from reference on the base encoder's embeddings (0.5: alike)"))
+    max_confidence_drop: float = Field(0.1, gt=0, description="fall of the mean top-class probability")
+    max_accuracy_drop: float = Field(0.05, gt=0, description="labelled batches: accuracy below the reference's")
+    max_macro_f1_drop: float = Field(0.05, gt=0, description="labelled batches: macro-F1 below the reference's")
+    bootstrap_samples: int = Field(500, ge=50, le=20_000, description="resamples for the metrics' intervals")
+    allow_examples: bool = Field(False, description="reports may show a few redacted example texts of a breach")
+
+
 class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     review_period_days: int = Field(DEFAULT_REVIEW_PERIOD_DAYS, ge=1, le=MAX_REVIEW_PERIOD_DAYS)
     require_signed_approval: bool = True
     require_signed_requests: bool = False
     skip_unloadable_champion: bool = False
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy)
     people: dict[str, Person] = Field(min_length=1)
 
 
@@ -155,6 +185,10 @@ class Policy:
     @property
     def skip_unloadable_champion(self) -> bool:
         return bool(self.content["skip_unloadable_champion"])
+
+    @property
+    def monitoring(self) -> MonitoringPolicy:
+        return MonitoringPolicy.model_validate(self.content.get("monitoring") or {})
 
     def holder(self, public: keys.PublicKey) -> Holder | None:
         """Who holds this key in the policy (None: an unknown key)."""

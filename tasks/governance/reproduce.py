@@ -123,7 +123,7 @@ def check_inputs(rec: Recorded) -> dict[str, str]:
     """Refuse unless the data file still has the recorded dataset digest and the base model its recorded digest
     (recomputed the way training computes them); returns what was checked."""
     cfg = rec.config
-    splits = _load_splits(cfg)
+    splits = load_splits(cfg)
     if splits.digest != rec.dataset_digest:
         raise Refused(f"refused: the data file {cfg.data.path} no longer holds the data {rec.model} v{rec.version} was "
                       f"trained on: its dataset digest is now {splits.digest}, the registration recorded "
@@ -138,7 +138,7 @@ def check_inputs(rec: Recorded) -> dict[str, str]:
             "base_digest": base.digest}
 
 
-def _load_splits(cfg: Config):
+def load_splits(cfg: Config):
     if cfg.model.task == "causal_lm":
         from tasks.data.lm import load_lm_splits
 

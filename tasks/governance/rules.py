@@ -14,7 +14,7 @@ from typing import Protocol
 from tasks.core.errors import Refused
 from tasks.core.names import Tag
 from tasks.governance.ledger import LedgerEvent
-from tasks.governance.event_rules import failed_gates as event_failed_gates
+from tasks.governance.event_rules import NOT_DECISIONS, failed_gates as event_failed_gates
 from tasks.governance.policy import Policy
 
 
@@ -40,9 +40,9 @@ class Subject(Protocol):
 
 
 def pending_override(s: Subject) -> LedgerEvent | None:
-    """The version's last event (a reproduction aside), when it is a first override still awaiting its second
-    approver."""
-    last = next((e for e in reversed(s.events) if e.action != "reproduced"), None)
+    """The version's last event (reproductions and monitoring aside), when it is a first override still awaiting its
+    second approver."""
+    last = next((e for e in reversed(s.events) if e.action not in NOT_DECISIONS), None)
     return last if last is not None and last.action == "overridden" and last.extra.get("awaiting_second") else None
 
 
