@@ -14,6 +14,7 @@ from typing import Any
 from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_logging import configure_logging, quiet_expected_errors
 from flows.cli_reproduce import add_reproduce_command
+from flows.cli_monitor import add_monitor_command
 from flows.cli_keys import add_inspect_commands, add_key_commands
 from flows.cli_evidence import add_evidence_commands
 from tasks.core import relocation, state
@@ -220,7 +221,7 @@ def _add_approval_commands(sub) -> None:
     for name, what in (("approve", "approve a version and make it champion"),
                        ("reject", "reject a pending version"),
                        ("revoke", "withdraw an approval (removes alias champion; names a successor)"),
-                       ("review", "re-review an approved or expired version (renews review.due)")):
+                       ("review", "re-review an approved, expired or review_required version (renews review.due)")):
         cmd = sub.add_parser(name, help=what)
         cmd.add_argument("model", metavar="MODEL/VERSION", help="e.g. support-ticket-router/1")
         cmd.add_argument("version", nargs="?", default=None, help=argparse.SUPPRESS)  # the older `MODEL VERSION`
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_commands(sub, str(DEFAULT_CONFIG))
     _add_audit_command(sub)
     add_reproduce_command(sub, _model_version)
+    add_monitor_command(sub)
     add_evidence_commands(sub, _model_version)
     _add_ui_commands(sub)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -344,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_READS_STATE = ("verify", "predict", "list", "show", "approve", "reject", "revoke", "review", "audit", "reproduce", "card", "technical-file",
-                "signing-key")
+_READS_STATE = ("verify", "predict", "list", "show", "approve", "reject", "revoke", "review", "audit", "reproduce",
+                "card", "technical-file", "signing-key", "monitor")
 
 
 def _require_state(command: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from flows.approval_reminders import DAILY_CRON, approval_reminders
 from flows.compare_methods import compare_methods_flow
 from flows.compliance_audit import SEMIANNUAL_CRON, compliance_audit
+from flows.monitor_adapter import DEFAULT_REF, ENV_MONITOR_DATA, WEEKLY_CRON, monitor_adapter
 from flows.review_adapter import review_adapter
 from flows.train_adapter import train_adapter_flow
 from tasks.core import state
@@ -61,6 +62,13 @@ def deployments(name: str = DEPLOYMENT_NAME) -> list:
             description="Expire approvals past their review date and send the Prefect event "
                         "adaptrail.approval.expiring for each approval due within 14 days (the automation "
                         "'approval expiring within 14 days' notifies people). Runs daily at 07:00 UTC."),
+        monitor_adapter.to_deployment(
+            name, schedules=[Cron(WEEKLY_CRON, timezone="UTC")], tags=[*TAGS, "monitoring"],
+            parameters={"model": DEFAULT_REF, "data": os.environ.get(ENV_MONITOR_DATA, "")},
+            description="Monitor the champion on new texts (a file or glob where production texts land; "
+                        f"${ENV_MONITOR_DATA} when served): drift, and with labels accuracy and group checks, "
+                        "against the evidence it was approved on. A breach sets review_required in the ledger. "
+                        "Runs at 05:00 UTC every Monday."),
     ]
 
 

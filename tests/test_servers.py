@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from flows.compliance_audit import SEMIANNUAL_CRON
+from flows.monitor_adapter import WEEKLY_CRON
 from flows.serve import DEFAULT_CONFIG, DEPLOYMENT_NAME, deployments, stop
 from tasks.core.config import Config
 from tasks.core.config_files import load_config
@@ -22,14 +23,15 @@ from tests.servers import FAST, free_port as _free_port, server_env, tail as _ta
     wait_for_deployment as _wait_for_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit", "approval_reminders"}
+FLOWS = {"train_adapter", "compare_methods", "review_adapter", "compliance_audit", "approval_reminders",
+         "monitor_adapter"}
 
 
 def _prefect_yaml() -> dict:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
 
 
-def test_prefect_yaml_entrypoints_load_as_the_four_flows_on_the_process_pool():
+def test_prefect_yaml_entrypoints_load_as_the_flows_on_the_process_pool():
     from prefect.flows import load_flow_from_entrypoint
 
     spec = _prefect_yaml()
@@ -50,6 +52,9 @@ def test_prefect_yaml_schedules_only_the_audit_semiannually_and_its_train_form_i
     cron = CronSchedule(cron=sched["cron"], timezone=sched["timezone"])
     assert cron.cron == SEMIANNUAL_CRON and cron.timezone == "UTC"
     assert not by_flow["train_adapter_flow"].get("schedules") and not by_flow["review_adapter"].get("schedules")
+    (weekly,) = by_flow["monitor_adapter"]["schedules"]  # monitoring reads where production texts land, weekly
+    assert (weekly["cron"], weekly["timezone"]) == (WEEKLY_CRON, "UTC")
+    assert by_flow["monitor_adapter"]["parameters"]["model"].endswith("@champion")
     config = Config.model_validate(by_flow["train_adapter_flow"]["parameters"]["config"])
     assert config.data.label_column == load_config(DEFAULT_CONFIG).data.label_column
 
@@ -62,6 +67,9 @@ def test_served_deployments_prefill_the_default_config_and_schedule_the_audit():
     (sched,) = deps["compliance_audit"].schedules
     assert (sched.schedule.cron, sched.schedule.timezone) == (SEMIANNUAL_CRON, "UTC")
     assert not deps["train_adapter"].schedules and not deps["review_adapter"].schedules
+    (weekly,) = deps["monitor_adapter"].schedules
+    assert (weekly.schedule.cron, weekly.schedule.timezone) == (WEEKLY_CRON, "UTC")
+    assert set(deps["monitor_adapter"].parameters) == {"model", "data"}
 
 
 # --- real servers ------------------------------------------------------------------------------------------

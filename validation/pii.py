@@ -63,3 +63,15 @@ def find_card(text: str) -> str | None:
 
 #: PII kind (as named in ``gates.validation.pii_checks``) -> finder.
 FINDERS: dict[str, Callable[[str], str | None]] = {"email": find_email, "phone": find_phone, "card": find_card}
+
+
+_DIGITS = re.compile(r"\d")
+
+
+def redact(text: str, limit: int = 80) -> str:
+    """A text as a report may show it: e-mail addresses, phone and card numbers replaced by a placeholder, every
+    other digit by '#', cut to ``limit`` characters."""
+    out = EMAIL.sub("[email]", str(text))
+    out = CARD.sub("[number]", PHONE.sub("[phone]", out))
+    out = _DIGITS.sub("#", out)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
