@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 from tasks.core.errors import InputError
@@ -93,13 +94,20 @@ def decide(kind: str, model: str, version: str | int, signer: keys.Signer, reaso
     """Plan, sign with ``signer`` (whose key names the person deciding) and record a decision (the CLI's path)."""
     with Ledger() as led:
         person = trust.person_of(trust.read(led).require_policy(), signer)
+    return _sign_and_record(lambda: plan(kind, model, version, person, reason, override=override, now=now), signer,
+                            now)
+
+
+def _sign_and_record(make: Callable[[], "Plan | Decision"], signer: keys.Signer, now: datetime | None) -> Decision:
+    """Make the plan (rules checked), sign it and record it; when another writer appended a later event first, the
+    plan is made and signed again, now (at most three times; never for a given ``now``)."""
     for attempt in range(3):
-        p = plan(kind, model, version, person, reason, override=override, now=now)
+        p = make()
         if isinstance(p, Decision):
             return p
         try:
             return execute(p, signer.sign(p.statement))
-        except _TimeConflict:  # another writer appended a later time first: sign again, now
+        except _TimeConflict:
             if now is not None or attempt == 2:
                 raise
     raise AssertionError("unreachable")
@@ -268,22 +276,17 @@ def record_monitoring(model: str, version: str | int, result: dict[str, Any], re
     is a breach of an approved version (its status changes; the champion alias does not), else ``monitored``
     (no status change). ``result``: aggregates only (outcome, run id, rows, breaches; never texts)."""
     signer = trust.service_signer()
-    for attempt in range(3):
-        when = decision_time(now)
+
+    def make() -> Plan:
         with Ledger() as led:
-            s = prepare(led, model, str(version), when)
+            s = prepare(led, model, str(version), decision_time(now))
             person = trust.person_of(s.policy, signer)
         if result.get("outcome") == "breach" and s.status == ApprovalStatus.APPROVED:
-            action, tags = "review_required", {Tag.APPROVAL_STATUS: str(ApprovalStatus.REVIEW_REQUIRED)}
-        else:
-            action, tags = "monitored", {}
-        p = s.plan("monitor", action, person, reason, tags, monitoring=dict(result))
-        try:
-            return execute(p, signer.sign(p.statement))
-        except _TimeConflict:  # another writer appended a later time first: sign again, now
-            if now is not None or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+            return s.plan("monitor", "review_required", person, reason,
+                          {Tag.APPROVAL_STATUS: str(ApprovalStatus.REVIEW_REQUIRED)}, monitoring=dict(result))
+        return s.plan("monitor", "monitored", person, reason, {}, monitoring=dict(result))
+
+    return _sign_and_record(make, signer, now)
 
 
 def approved_versions(model: str, now: datetime | None = None) -> list[str]:

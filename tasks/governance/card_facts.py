@@ -16,6 +16,7 @@ from tasks.core.metrics import wilson_interval
 from tasks.core.names import ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION, GATES, Tag
 from tasks.governance import registry, trust
 from tasks.governance.ledger import Ledger
+from tasks.governance.event_rules import NOT_DECISIONS
 from tasks.governance.ledger_view import decision_record, ledger_tags
 
 CARD_DIR = "card"
@@ -130,7 +131,7 @@ def build(model: str, version: str, now: datetime | None = None) -> Card:
               for ch in bias.get("checks", [])],
         gates=[{"gate": g, "outcome": tags.get(Tag.gate(g), "?"),
                 "reason": next((d.get("reason", "") for d in gates if d.get("gate") == g), "")} for g in GATES],
-        approvals=[decision_record(e) for e in events if e.action != "registered"],
+        approvals=[decision_record(e) for e in events if e.action not in ("registered", *NOT_DECISIONS)],
         limitations=[], lineage={k.removeprefix("adaptrail."): tags.get(k, "") for k in (
             Tag.DATASET_DIGEST, Tag.BASE_MODEL_DIGEST, Tag.ADAPTER_DIGEST, Tag.CODE_VERSION, Tag.FLOW_RUN_ID,
             Tag.REQUESTED_BY)},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tasks.training.loop import collate, encode
+from tasks.training.loop import encode, length_sorted_batches
 
 
 def load_encoder(path: str, trust_remote_code: bool = False):
@@ -23,12 +23,8 @@ def mean_pooled(encoder, tokenizer, texts: list[str], max_length: int, batch_siz
     """(n, hidden) float32 embeddings in input order; batches sorted by length so padding stays small."""
     enc = encode(tokenizer, list(texts), [0] * len(texts), max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
     out = np.zeros((len(enc), encoder.config.hidden_size), dtype=np.float32)
-    for k in range(0, len(order), batch_size):
-        batch = order[k:k + batch_size]
-        inputs = collate(enc, batch, pad)
-        inputs.pop("labels")
+    for batch, inputs in length_sorted_batches(enc, pad, batch_size):
         hidden = encoder(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         out[batch] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy()

@@ -8,7 +8,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -94,17 +94,23 @@ def collate(enc: Encoded, batch: list[int], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([enc.labels[i] for i in batch])}
 
 
+def length_sorted_batches(enc: Encoded, pad_id: int, batch_size: int) -> Iterator[tuple[list[int], dict]]:
+    """(row indices, padded inputs without labels) for inference, in batches of similar length (little padding)."""
+    order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
+    for k in range(0, len(order), batch_size):
+        batch = order[k:k + batch_size]
+        inputs = collate(enc, batch, pad_id)
+        inputs.pop("labels")
+        yield batch, inputs
+
+
 @torch.no_grad()
 def predict_logits(model, enc: Encoded, pad_id: int, batch_size: int, device: torch.device | None = None
                    ) -> np.ndarray:
     """Logits in input order; batches sorted by length so padding stays small; inputs moved to ``device`` if given."""
     model.eval()
-    order = sorted(range(len(enc)), key=lambda i: enc.lengths[i])
     out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
-    for k in range(0, len(order), batch_size):
-        batch = order[k:k + batch_size]
-        inputs = collate(enc, batch, pad_id)
-        inputs.pop("labels")
+    for batch, inputs in length_sorted_batches(enc, pad_id, batch_size):
         if device is not None:
             inputs = {n: t.to(device) for n, t in inputs.items()}
         out[batch] = model(**inputs).logits.float().cpu().numpy()
