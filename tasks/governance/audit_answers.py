@@ -79,7 +79,8 @@ def answers(data: dict[str, Any]) -> list[dict[str, Any]]:
     add(f"{len(champions)} of {len(models)} models have a champion",
         [f"{m}: " + (", ".join(f"v{v['version']} ({v['status']})" for v in champions if v["model"] == m)
                      or "no champion") for m in models])
-    decided = [(v, d) for v in versions for d in v["decisions"] if d["action"] not in ("registered", "gate_failed")]
+    decided = [(v, d) for v in versions for d in v["decisions"]  # monitoring results and reproductions are shown
+               if d["action"] not in ("registered", "gate_failed", "monitored", "reproduced")]  # under each version
     add(f"{sum(1 for _, d in decided if d['action'] in _APPROVING)} approvals and "
         f"{sum(1 for _, d in decided if d['action'] not in _APPROVING)} other decisions, each a signed ledger event",
         [f"{_ref(v)}: {d['action']} by {' and '.join(d['approvers'])} at {d['at'][:19]} (seq {d['seq']}): "
