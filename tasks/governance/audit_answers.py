@@ -62,6 +62,10 @@ def runs_as_approved(v: dict[str, Any], chain_ok: bool) -> tuple[bool, list[str]
     return True, [f"adapter re-hashed to the registered digest, {signed}, the ledger chain holds, MLflow agrees"]
 
 
+#: Ledger events that are not decisions: monitoring results and reproductions are shown under each version instead.
+_NOT_DECIDED = ("registered", "gate_failed", "monitored", "reproduced")
+
+
 def answers(data: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per question: ``question``, a one-line ``answer`` and the ``details`` lines behind it."""
     versions, chain_ok = data["versions"], bool(data["chain"].get("ok"))
@@ -79,8 +83,7 @@ def answers(data: dict[str, Any]) -> list[dict[str, Any]]:
     add(f"{len(champions)} of {len(models)} models have a champion",
         [f"{m}: " + (", ".join(f"v{v['version']} ({v['status']})" for v in champions if v["model"] == m)
                      or "no champion") for m in models])
-    decided = [(v, d) for v in versions for d in v["decisions"]  # monitoring results and reproductions are shown
-               if d["action"] not in ("registered", "gate_failed", "monitored", "reproduced")]  # under each version
+    decided = [(v, d) for v in versions for d in v["decisions"] if d["action"] not in _NOT_DECIDED]
     add(f"{sum(1 for _, d in decided if d['action'] in _APPROVING)} approvals and "
         f"{sum(1 for _, d in decided if d['action'] not in _APPROVING)} other decisions, each a signed ledger event",
         [f"{_ref(v)}: {d['action']} by {' and '.join(d['approvers'])} at {d['at'][:19]} (seq {d['seq']}): "
