@@ -5,7 +5,7 @@ here (``tests/test_monitor.py`` runs whole monitoring runs); the adapter is test
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -129,3 +129,19 @@ def test_a_training_config_tightens_the_policys_thresholds_but_never_loosens_the
     looser_policy = Policy.parse(policy.content | {"monitoring": {"on_review_required": "refuse"}})
     got, _ = monitoring_record.effective_thresholds(looser_policy, {"on_review_required": "warn"})
     assert got["on_review_required"] == "refuse"
+
+
+
+def test_a_version_held_for_review_does_not_outlive_its_review_date(home, adapter):
+    """Under `warn` a version in review_required still loads; past its review date it must not: verify refuses it as
+    expired, and the expiry sweep counts it as overdue like an approved one (expiring it is then a rule it keeps)."""
+    v = registered(adapter)
+    approvals.record_monitoring(MODEL, v, BREACH, "monitoring: drift")
+    later = datetime.now(timezone.utc) + timedelta(days=400)
+    assert loader.verify(f"{MODEL}/{v}").ok  # today: warned, loads
+    report = loader.verify(f"{MODEL}/{v}", now=later)
+    assert not report.ok and "expired" in report.reason
+    with Ledger() as led:
+        own = trust.read(led).events(model=MODEL, version=v)
+    assert approvals.is_overdue(approvals.ledger_tags(own), later)
+    assert approvals.expire_overdue(MODEL) == []  # not due today: nothing expires early

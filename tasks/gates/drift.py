@@ -14,6 +14,7 @@ bootstrap test for embeddings); its HTML report holds the plots. Only aggregates
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,11 @@ def measures(ref: Side, cur: Side, alpha: float, html: Path | None = None) -> di
     summary."""
     v = evidently_values(ref, cur, html)
     auc, auc_significant = embedding_drift(ref.embeddings, cur.embeddings, alpha)
-    share = {lab: 0.0 for lab in sorted(set(ref.predicted) | set(cur.predicted))}
+    seen = sorted(set(ref.predicted) | set(cur.predicted))
 
     def dist(pred: list[str]) -> dict[str, float]:
-        return {k: round(sum(p == k for p in pred) / max(len(pred), 1), 4) for k in share}
+        counts = Counter(pred)
+        return {k: round(counts[k] / max(len(pred), 1), 4) for k in seen}
 
     return {
         "prediction": {"effect": v["prediction_psi"], "p": v["prediction_p"], "threshold_key": "max_prediction_psi",

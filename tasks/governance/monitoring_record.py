@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks.governance.ledger import LedgerEvent
-from tasks.governance.policy import Policy
+from tasks.governance.policy import MonitoringPolicy, Policy
 
 MONITORING_ACTIONS = ("monitored", "review_required")
 #: Outcomes of a monitoring run.
@@ -84,8 +84,6 @@ def effective_thresholds(policy: Policy | None, requested: dict[str, Any] | None
     """The thresholds a monitoring run judges by: the signed policy's ``monitoring:``, tightened (never loosened) by
     the version's recorded training config ``monitoring:`` section. Returns them and a note per requested value that
     was ignored because it was looser."""
-    from tasks.governance.policy import MonitoringPolicy
-
     base = (policy.monitoring if policy is not None else MonitoringPolicy()).model_dump()
     out, notes = dict(base), []
     for key, value in (requested or {}).items():
