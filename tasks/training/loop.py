@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from tasks.core.config import TrainingConfig
 from tasks.core.errors import InputError
+from tasks.training.fused_lora import fused_lora
 
 log = logging.getLogger("adaptrail")
 
@@ -197,24 +198,27 @@ def train(model, train_enc: Encoded, val_enc: Encoded, pad_id: int, cfg: Trainin
     stats = TrainStats(epochs=epochs, steps=0, seconds=0.0, real_tokens=0, padded_tokens=0)
     stopper = (_EarlyStopping(model, monitor, cfg.early_stopping_patience)
                if validate is not None and monitor is not None and cfg.early_stopping_patience else None)
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        batches = make_batches(train_enc.lengths, cfg.batch_size, rng, cfg.group_by_length)
-        losses = _epoch(model, train_enc, batches, pad_id, collate_fn, optimizer, scheduler, stats, total_steps,
-                        f"epoch {epoch}/{epochs}", cfg.progress_seconds, loss_fn, on_step, cfg.max_grad_norm)
-        stats.seconds += time.perf_counter() - start
-        record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
-        if validate is not None and len(val_enc):
-            record.update(validate(model))
-        stats.history.append(record)
-        stats.best_epoch = epoch
-        log.info("epoch %d/%d %s", epoch, epochs, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-        if stopper is not None and stopper.update(epoch, record) and epoch < epochs:
-            log.info("early stopping: %s has not improved for %d epochs; keeping epoch %d", monitor[0],
-                     epoch - stopper.best_epoch, stopper.best_epoch)
-            break
+    with fused_lora(model, cfg.fuse_lora) as fused:
+        if fused:
+            log.info("training %d LoRA layers through their merged weight (training.fuse_lora)", fused)
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            batches = make_batches(train_enc.lengths, cfg.batch_size, rng, cfg.group_by_length)
+            losses = _epoch(model, train_enc, batches, pad_id, collate_fn, optimizer, scheduler, stats, total_steps,
+                            f"epoch {epoch}/{epochs}", cfg.progress_seconds, loss_fn, on_step, cfg.max_grad_norm)
+            stats.seconds += time.perf_counter() - start
+            record = {"epoch": float(epoch), "train_loss": float(np.mean(losses)) if losses else float("nan")}
+            if validate is not None and len(val_enc):
+                record.update(validate(model))
+            stats.history.append(record)
+            stats.best_epoch = epoch
+            log.info("epoch %d/%d %s", epoch, epochs, ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"))
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+            if stopper is not None and stopper.update(epoch, record) and epoch < epochs:
+                log.info("early stopping: %s has not improved for %d epochs; keeping epoch %d", monitor[0],
+                         epoch - stopper.best_epoch, stopper.best_epoch)
+                break
     if stopper is not None:
         stats.best_epoch = stopper.restore(stats.best_epoch)
     return stats
