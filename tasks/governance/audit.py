@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from tasks.governance import approvals, checkpoints, events as prefect_events, monitoring_record, registry, trust
@@ -32,6 +33,7 @@ LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag
 DUE_SOON_DAYS = 30
 UNRECORDED = "unrecorded"  # a version the ledger has no record of: whatever its tags claim is not evidence
 _PAGE = 1000
+_RUNS_PER_SEARCH = 100
 
 
 @dataclass
@@ -120,8 +122,10 @@ def parse_when(text: str | datetime | None, *, end_of_day: bool = False) -> date
 
 
 def collect(since: datetime | None = None, until: datetime | None = None, model: str | None = None,
-            now: datetime | None = None, *, rehash: bool = True) -> Audit:
-    """Expire overdue approvals, then gather every in-scope version's evidence and the ledger chain status."""
+            now: datetime | None = None, *, rehash: bool = True, timings: dict[str, float] | None = None) -> Audit:
+    """Expire overdue approvals, then gather every in-scope version's evidence and the ledger chain status.
+    ``timings``, when given, gets ``rehash_s``: the seconds spent reading the stored adapters' bytes (their digests
+    and model-signing bundles), so the registry and ledger checks can be timed apart from them."""
     now = approvals.decision_time(now)  # the audit writes expiries: never dated ahead
     if since and until and since >= until:
         raise InputError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
@@ -136,41 +140,53 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
         critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id), known_key=lambda key: (
             t.policy is not None and "service" in getattr(t.policy.holder(key), "roles", ())))
     events = t.events(model=model)
-    by_model: dict[str, list[LedgerEvent]] = {}
-    for e in events:
-        by_model.setdefault(e.model, []).append(e)
+    by_model = _group(events, "model")
     audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain),
                   ledger_guards_missing=guards, ledger_id=ledger_id,
                   checkpoints={"critical": critical, "high": high}, trust=trust_summary(t))
     if ledger_id and chain.ok:  # this audit's view of the head is itself a checkpoint
         checkpoints.record(ledger_id, chain.length, chain.head_hash, format_at(now), "audit")
-    runs: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, float]] = {}  # run id -> its metrics
+    roots: dict[str, str] = {}  # run id -> its artifact root
     seen: set[tuple[str, str]] = set()
+    rehash_s = 0.0
     with tempfile.TemporaryDirectory(prefix="adaptrail-audit-") as tmp:
         for name in _model_names(c, model):
             model_events = by_model.get(name, [])
-            by_version: dict[str, list[LedgerEvent]] = {}
-            for e in model_events:
-                by_version.setdefault(e.version, []).append(e)
+            by_version = _group(model_events, "version")
             holder = registry.version_by_alias(c, name, ALIAS_CHAMPION)
             alias = str(holder.version) if holder is not None else None
             should = approvals.expected_champion(model_events)
-            for mv in _versions(c, name):
+            found = _versions(c, name)
+            _read_runs(c, {mv.run_id for mv in found if mv.run_id} - set(runs), runs, roots)
+            for mv in found:
                 version = str(mv.version)
                 seen.add((name, version))
                 own = by_version.get(version, [])
                 if not _in_scope(mv.creation_timestamp, own, since, until):
                     continue
-                # the stored adapter, found or downloaded once for both checks: its digest and its signature
-                folder = _adapter_folder(mv.source, Path(tmp) / f"{name}-{version}") if rehash else None
-                rec = _record(c, mv, own, model_events, (alias, should), runs, folder)
+                started = perf_counter()
+                integrity, signing = _adapter_checks(mv, own, t, Path(tmp) / f"{name}-{version}") if rehash \
+                    else ([], {})
+                rehash_s += perf_counter() - started
+                rec = _record(c, mv, own, model_events, (alias, should), (runs, roots), integrity)
                 rec.expired_by_audit = (name, version) in expired
-                rec.model_signing = version_check(mv, own, t, folder) if rehash else {}
+                rec.model_signing = signing
                 audit.versions.append(rec)
+    if timings is not None:
+        timings["rehash_s"] = rehash_s
     gone = {(e.model, e.version) for e in events} - seen
     audit.unregistered = [f"{m} v{v}" for m, v in sorted(gone)
                           if _in_scope(None, [e for e in by_model[m] if e.version == v], since, until)]
     return audit
+
+
+def _group(events: list[LedgerEvent], by: str) -> dict[str, list[LedgerEvent]]:
+    """Events by their ``model`` or ``version``, each list in seq order."""
+    out: dict[str, list[LedgerEvent]] = {}
+    for e in events:
+        out.setdefault(getattr(e, by), []).append(e)
+    return out
 
 
 def _model_names(c, model: str | None) -> list[str]:
@@ -213,10 +229,21 @@ def _in_scope(created_ms: int | None, own: list[LedgerEvent], since: datetime | 
     return any((lo is None or s >= lo) and (hi is None or s < hi) for s in stamps)
 
 
+def _adapter_checks(mv, own: list[LedgerEvent], t: trust.Trust, tmp: Path) -> tuple[list[str], dict[str, Any]]:
+    """The byte checks of one version's stored adapter, found or downloaded once for both: its files against the
+    digest the ledger recorded (problems, [] = intact) and its model-signing bundle (:func:`version_check`)."""
+    folder = _adapter_folder(mv.source, tmp)
+    integrity = [folder] if isinstance(folder, str) else adapter_problems(
+        folder, approvals.ledger_tags(own).get(Tag.ADAPTER_DIGEST, ""))
+    return integrity, version_check(mv, own, t, folder)
+
+
 def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], champions: tuple[str | None, ...],
-            runs: dict[str, dict[str, float]], folder: Path | str | None) -> VersionRecord:
-    """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger); ``folder``: the
-    stored adapter (:func:`_adapter_folder`; None when the audit does not re-hash)."""
+            read: tuple[dict[str, dict[str, float]], dict[str, str]], integrity: list[str]) -> VersionRecord:
+    """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger); ``read``: the
+    runs read so far (:func:`_read_runs`: metrics, artifact roots); ``integrity``: :func:`_adapter_checks`'
+    problems with the stored adapter ([] when intact or not re-hashed)."""
+    runs, roots = read
     name, version, tags = mv.name, str(mv.version), dict(mv.tags)
     view = approvals.ledger_tags(own)  # judge on the record, never on editable tags
     gates = {g: view.get(Tag.gate(g), GateOutcome.SKIPPED if own else UNRECORDED) for g in GATES}
@@ -233,13 +260,36 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
         metrics=_metrics(c, mv.run_id, runs), lineage=lineage,
         missing_lineage=[k.removeprefix("adaptrail.") for k, v in lineage.items() if not v],
         review_due=view.get(Tag.REVIEW_DUE, ""), decisions=[decision_record(e) for e in own],
-        integrity=[] if folder is None else [folder] if isinstance(folder, str) else
-        adapter_problems(folder, view.get(Tag.ADAPTER_DIGEST, "")),
+        integrity=integrity,
         disagreements=approvals.disagreements(name, version, tags, model_events, alias, approvals.identity_of(mv)),
         reproduction=last_reproduction(own), monitoring=monitoring_record.history(own),
         group_metrics=_group_metrics(mv.run_id, runs),
-        card=card_location(c, mv.run_id),
+        card=card_location(c, mv.run_id, roots.get(mv.run_id or "")),
     )
+
+
+def _read_runs(c, run_ids: set[str], metrics: dict[str, dict[str, float]], roots: dict[str, str]) -> None:
+    """Read runs in bulk (one search per page of ids, over every experiment, deleted runs included) into
+    ``metrics`` and ``roots``; a run the search does not return is read on its own by :func:`_metrics` (which tells a
+    run that is gone from a store that cannot be read)."""
+    from mlflow.entities import ViewType
+
+    if not run_ids:
+        return
+    experiments, token = [], None
+    while True:
+        page = registry.read("experiments", lambda: c.search_experiments(ViewType.ALL, _PAGE, page_token=token))
+        experiments += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            break
+    ids = sorted(run_ids)
+    for start in range(0, len(ids), _RUNS_PER_SEARCH):
+        chunk = ids[start:start + _RUNS_PER_SEARCH]
+        where = "attributes.run_id IN (" + ", ".join(f"'{i}'" for i in chunk if i.isalnum()) + ")"
+        for run in registry.read("runs", lambda: c.search_runs(experiments, where, ViewType.ALL, len(chunk))):
+            metrics[run.info.run_id] = dict(run.data.metrics)
+            roots[run.info.run_id] = run.info.artifact_uri
 
 
 def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[str, float | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from tasks.core import state
@@ -34,10 +35,11 @@ class AuditRequest:
                              "--champion-of MODEL)")
 
 
-def collect_and_judge(req: AuditRequest) -> audit.Audit:
-    """Expire overdue approvals, gather every in-scope version's evidence, and judge it (findings)."""
+def collect_and_judge(req: AuditRequest, timings: dict[str, float] | None = None) -> audit.Audit:
+    """Expire overdue approvals, gather every in-scope version's evidence, and judge it (findings); ``timings``:
+    see :func:`audit.collect`."""
     found = audit.collect(audit.parse_when(req.since), audit.parse_when(req.until, end_of_day=True), req.model,
-                          req.now)
+                          req.now, timings=timings)
     audit.assess(found, req.now)
     return found
 
@@ -71,10 +73,18 @@ def default_out_dir(generated_at: str) -> Path:
 
 def run_audit(since: str | None = None, until: str | None = None, model: str | None = None,
               out_dir: str | Path | None = None, fail_on: str = "high", as_of: str | None = None,
-              champion_of: str | None = None, now: datetime | None = None, log: bool = True
-              ) -> tuple[dict[str, Any], dict[str, Path], str | None]:
-    """The whole audit without Prefect (the CLI): every stage in order; returns data, report paths, MLflow run id."""
+              champion_of: str | None = None, now: datetime | None = None, log: bool = True,
+              timings: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Path], str | None]:
+    """The whole audit without Prefect (the CLI): every stage in order; returns data, report paths, MLflow run id.
+    ``timings``, when given, gets each stage's seconds: ``collect_s`` (expiry, registry and ledger checks and the
+    adapter bytes, judged), of it ``rehash_s`` (the adapter bytes alone), ``reports_s`` and ``mlflow_s``."""
     req = AuditRequest(since, until, model, out_dir, fail_on, as_of, champion_of, now)
-    found = answer_point_in_time(collect_and_judge(req), req)
+    clock = timings if timings is not None else {}
+    started = perf_counter()
+    found = answer_point_in_time(collect_and_judge(req, clock), req)
+    clock["collect_s"], started = perf_counter() - started, perf_counter()
     data, paths = write_reports(found, req)
-    return data, paths, (audit_report.log_to_mlflow(data, paths) if log else None)
+    clock["reports_s"], started = perf_counter() - started, perf_counter()
+    run_id = audit_report.log_to_mlflow(data, paths) if log else None
+    clock["mlflow_s"] = perf_counter() - started
+    return data, paths, run_id

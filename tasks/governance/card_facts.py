@@ -213,19 +213,27 @@ def derived_limitations(card: Card, bias: dict[str, Any], gates_cfg: dict[str, A
     return out
 
 
-def card_location(c, run_id: str | None) -> dict[str, str]:
-    """Where a version's card is on its run ({} for versions registered before cards, or a deleted run)."""
+def card_location(c, run_id: str | None, artifact_uri: str | None = None) -> dict[str, str]:
+    """Where a version's card is on its run ({} for versions registered before cards, or a deleted run).
+    ``artifact_uri``: the run's artifact root when the caller has read the run already (saves a read of it)."""
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
+
+    from tasks.core import state
 
     if not run_id:
         return {}
+    root = artifact_uri.rstrip("/") if artifact_uri else None
+    lister = (lambda: c.list_artifacts(run_id, CARD_DIR)) if root is None else (
+        lambda: mlflow.artifacts.list_artifacts(artifact_uri=f"{root}/{CARD_DIR}", tracking_uri=state.tracking_uri()))
     try:
-        listed = {f.path for f in registry.read(f"artifacts of run {run_id}", lambda: c.list_artifacts(run_id,
-                                                                                                    CARD_DIR))}
+        listed = {f.path for f in registry.read(f"artifacts of run {run_id}", lister)}
     except MlflowException as err:  # a deleted run: no card (the run's absence is its own finding)
         if not registry.is_not_found(err):
             raise
         return {}
     path = f"{CARD_DIR}/{CARD_HTML}"
-    return {"artifact": f"runs:/{run_id}/{path}", "uri": registry.artifact_uri(c, run_id, path)} if path in listed \
-        else {}
+    if path not in listed:
+        return {}
+    return {"artifact": f"runs:/{run_id}/{path}",
+            "uri": f"{root}/{path}" if root is not None else registry.artifact_uri(c, run_id, path)}

@@ -15,6 +15,7 @@ adapter's OpenSSF model-signing bundle, and that library accepts only NIST curve
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import struct
@@ -78,14 +79,26 @@ def key_type(public: PublicKey) -> str:
     raise ValueError(f"unsupported key {type(public).__name__}")
 
 
+_WIRES: dict[int, tuple[PublicKey, bytes]] = {}  # id(key) -> (the key, its wire): a ledger read asks per event
+
+
 def _wire(public: PublicKey) -> bytes:
     """The SSH wire encoding of the public key (what ``ssh-ed25519 AAAA...`` base64-encodes)."""
+    hit = _WIRES.get(id(public))
+    if hit is not None and hit[0] is public:
+        return hit[1]
     key_type(public)
     line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return base64.b64decode(line.split()[1])
+    wire = base64.b64decode(line.split()[1])
+    if len(_WIRES) >= 1024:
+        _WIRES.clear()
+    _WIRES[id(public)] = (public, wire)  # holding the key keeps its id from being reused
+    return wire
 
 
+@functools.lru_cache(maxsize=256)
 def _from_wire(wire: bytes) -> PublicKey:
+    """The key of an SSH wire encoding (cached: the same few keys sign every event; keys are immutable)."""
     kind, _ = _read_string(wire, 0)
     if kind not in (ED25519.encode(), ECDSA_P256.encode()):
         raise ValueError(f"unsupported key type {kind[:40]!r}")
@@ -181,8 +194,28 @@ def signature_key(signature: str) -> PublicKey:
         raise ValueError(f"not an ssh-ed25519 or ecdsa-sha2-nistp256 signature ({e})") from None
 
 
+_CHECKED: dict[tuple[bytes, bytes, str], str] = {}  # (key, sha256 of message, signature) -> signature_problem's answer
+_CHECKED_MAX = 1 << 16
+
+
 def signature_problem(public: PublicKey, message: bytes, signature: str) -> str:
-    """'' when ``signature`` (one line or armored) is a valid ``adaptrail`` signature of ``message`` by ``public``."""
+    """'' when ``signature`` (one line or armored) is a valid ``adaptrail`` signature of ``message`` by ``public``.
+    A pure check, remembered per process: a ledger read checks every event's signature, and the next read in the
+    same process (a warm ``verify``) does not repeat the cryptography for the same key, message and signature."""
+    try:
+        memo = (_wire(public), hashlib.sha256(message).digest(), signature)
+    except (ValueError, TypeError, AttributeError):
+        return _signature_problem(public, message, signature)
+    answer = _CHECKED.get(memo)
+    if answer is None:
+        answer = _signature_problem(public, message, signature)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[memo] = answer
+    return answer
+
+
+def _signature_problem(public: PublicKey, message: bytes, signature: str) -> str:
     try:
         blob = _decode(signature)
         if blob[:6] != _MAGIC or struct.unpack(">I", blob[6:10])[0] != 1:

@@ -197,7 +197,7 @@ def _signature_problem(policy: Policy, e: LedgerEvent, after: str, revocations: 
         return f"its actor is {e.actor!r} but it is signed with a key of {person!r}"
     if e.extra.get("after") != after:
         return "it does not follow the version's previous event (a signature replayed onto another history?)"
-    bad = keys.signature_problem(public, statement(e.to_dict()), signature)
+    bad = keys.signature_problem(public, statement(vars(e)), signature)  # the event's fields, not a deep copy
     return f"its signature does not verify: {bad}" if bad else ""
 
 
