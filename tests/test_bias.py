@@ -217,6 +217,24 @@ def test_predict_fn_with_wrong_shape_is_an_input_error():
         counterfactual_test(["he left"], lambda ts: np.ones((len(ts), 3)), LABELS, cfg())
 
 
+def test_known_probabilities_of_the_originals_give_the_same_result_scoring_only_the_swaps():
+    scored: list[str] = []
+
+    def counting(texts: list[str]) -> np.ndarray:
+        scored.extend(texts)
+        return keys_on_she(texts)
+
+    again = counterfactual_test(TEXTS, keys_on_she, LABELS, cfg())
+    known = counterfactual_test(TEXTS, counting, LABELS, cfg(), proba=keys_on_she(TEXTS))
+    assert known == again
+    assert not set(scored) & set(TEXTS) and len(scored) == known["n_swaps"]  # only the swapped texts
+    pred = make_pred([("ham", "ham", "none")] * len(TEXTS), texts=TEXTS)
+    pred.groups, pred.proba = None, keys_on_she(TEXTS)
+    assert bias_gate(pred, cfg(), predict_fn=keys_on_she, predicted_by_model=True).details["counterfactual"] == again
+    with pytest.raises(InputError, match="the given probabilities have shape"):
+        counterfactual_test(TEXTS, keys_on_she, LABELS, cfg(), proba=keys_on_she(TEXTS[:2]))
+
+
 # --- champion and skipping ----------------------------------------------------------------------------------
 
 def _di_point_nine():

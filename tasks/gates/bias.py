@@ -287,10 +287,12 @@ def _champion_checks(summary: dict[str, float], champion: dict[str, Any] | None,
 
 
 def bias_gate(pred: Predictions, cfg: BiasGateConfig, predict_fn: PredictFn | None = None,
-              champion: dict[str, Any] | None = None) -> GateDecision:
+              champion: dict[str, Any] | None = None, predicted_by_model: bool = False) -> GateDecision:
     """Group checks when groups exist, counterfactual checks when a model is given, and the champion's record.
 
-    ``champion`` is the ``details`` of the champion's own bias decision.
+    ``champion`` is the ``details`` of the champion's own bias decision. ``predicted_by_model``: ``pred.proba`` is
+    ``predict_fn(pred.texts)`` (the evaluation's predictions of the same model), so the counterfactual test scores
+    only the swapped texts instead of scoring the originals again.
     """
     has_groups = pred.groups is not None and len(pred) > 0
     if not has_groups and predict_fn is None:
@@ -307,7 +309,8 @@ def bias_gate(pred: Predictions, cfg: BiasGateConfig, predict_fn: PredictFn | No
     if predict_fn is not None:
         if pred.texts is None:
             raise InputError("the counterfactual test needs the texts of the predictions (Predictions.texts)")
-        cf = counterfactual_test(pred.texts, predict_fn, pred.labels, cfg)
+        cf = counterfactual_test(pred.texts, predict_fn, pred.labels, cfg,
+                                 proba=pred.proba if predicted_by_model else None)
         details["counterfactual"] = cf
         checks += _counterfactual_checks(cf, cfg)
         if cf["n_swaps"] >= max(cfg.min_counterfactual_texts, 1):

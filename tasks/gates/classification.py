@@ -48,8 +48,9 @@ def unloadable_champion(version: str, note: str) -> ChampionEvidence:
 
 def run_bias_gate(evaluation: Evaluation, cfg: BiasGateConfig, predict: PredictFn,
                   champion: ChampionEvidence | None) -> GateDecision:
-    decision = bias_gate(evaluation.test, cfg, predict_fn=predict,
-                         champion=champion.bias_details if champion and champion.usable else None)
+    decision = bias_gate(evaluation.test, cfg, predict_fn=predict,  # evaluation.test: this model's predictions
+                         champion=champion.bias_details if champion and champion.usable else None,
+                         predicted_by_model=True)
     return decision.with_checks(unloadable_champion_checks(champion.notes if champion is not None else []))
 
 

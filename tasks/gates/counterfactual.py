@@ -56,12 +56,21 @@ def _predict(predict_fn: PredictFn, texts: list[str], k: int) -> np.ndarray:
     return proba
 
 
+def _known(proba: np.ndarray, chosen: list[int], n: int, labels: list[str]) -> np.ndarray:
+    known = np.asarray(proba, dtype=float)
+    if known.shape != (n, len(labels)):
+        raise InputError(f"the given probabilities have shape {known.shape} for {n} texts; expected ({n}, "
+                         f"{len(labels)}), the model's predictions of these texts in its label order")
+    return known[chosen]
+
+
 def counterfactual_test(texts: list[str], predict_fn: PredictFn, labels: list[str], cfg: BiasGateConfig,
-                        terms: TermPairs | None = None) -> dict[str, Any]:
+                        terms: TermPairs | None = None, proba: np.ndarray | None = None) -> dict[str, Any]:
     """Swap identity terms (one variant per text and category) and measure how predictions move.
 
     flip rate: share of variants whose predicted label differs; prob change: mean |p_swapped - p_original| of
-    the originally predicted class.
+    the originally predicted class. ``proba``: ``predict_fn(texts)`` where the caller already has it (the
+    evaluation's predictions of the same model), so only the swapped texts are scored.
     """
     pairs = terms if terms is not None else resolve_terms(cfg.counterfactual_terms)
     swappers = {cat: _Swapper(p) for cat, p in pairs.items()}
@@ -82,7 +91,7 @@ def counterfactual_test(texts: list[str], predict_fn: PredictFn, labels: list[st
     if not variants:
         return out
     originals = [texts[i] for i in chosen]
-    p0 = _predict(predict_fn, originals, len(labels))
+    p0 = _predict(predict_fn, originals, len(labels)) if proba is None else _known(proba, chosen, len(texts), labels)
     p1 = _predict(predict_fn, [s for _, _, s in variants], len(labels))
     src = np.array([j for j, _, _ in variants])
     cls0 = p0.argmax(axis=1)[src]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tasks.core.config import Config
 from tasks.core.names import ARTIFACT_ADAPTER, ARTIFACT_REPORTS
 from tasks.data.splits import DatasetSplits, load_dataset_splits
@@ -9,10 +11,10 @@ from tasks.gates import classification as gates
 from tasks.gates import reports
 from tasks.gates.classification import ChampionEvidence
 from tasks.gates.decision import GateDecision
-from tasks.gates.evaluation import Evaluation, evaluate
+from tasks.gates.evaluation import TRAIN_EVAL_CAP, Evaluation, evaluate
 from tasks.governance import registry
-from tasks.steps.common import (RunContext, load_run_champion, log_gate, log_trained, start_training, step,
-                                step_losses)
+from tasks.steps.common import (RunContext, TimedScoring, load_run_champion, log_gate, log_scoring, log_trained,
+                                start_training, step, step_losses)
 from tasks.steps.kinds import TaskSteps
 from tasks.training.comparison import peak_memory
 from tasks.training.loop import predict_proba
@@ -42,8 +44,11 @@ def train(ctx: RunContext) -> TrainedAdapter:
 
 @step(name="evaluate")
 def evaluate_adapter(ctx: RunContext, trained: TrainedAdapter) -> Evaluation:
-    cfg = ctx.config
-    ev = evaluate(trained.model, trained.tokenizer, ctx.splits, cfg.model.max_length, cfg.training.eval_batch_size)
+    cfg, splits = ctx.config, ctx.splits
+    start = time.perf_counter()
+    ev = evaluate(trained.model, trained.tokenizer, splits, cfg.model.max_length, cfg.training.eval_batch_size)
+    log_scoring(ctx, "evaluate", len(splits.test) + len(splits.validation) + min(len(splits.train), TRAIN_EVAL_CAP),
+                time.perf_counter() - start)
     flat: dict[str, float] = {}
     for split, m in ev.metrics.items():
         flat[f"{split}_accuracy"] = m["accuracy"]
@@ -73,8 +78,10 @@ def evaluate_champion(ctx: RunContext) -> ChampionEvidence | None:
         return predict_proba(loaded.model, loaded.tokenizer, texts, loaded.max_length, batch)
 
     bias_record = registry.read_run_json(c, champ.run_id, f"{ARTIFACT_REPORTS}/bias.json") if champ.run_id else None
-    evidence = gates.champion_evidence(champ.version, loaded.labels, predict, ctx.splits,
+    timed = TimedScoring(predict)
+    evidence = gates.champion_evidence(champ.version, loaded.labels, timed, ctx.splits,
                                        bias_record.get("details") if bias_record else None)
+    log_scoring(ctx, "champion", timed.texts, timed.seconds)
     registry.log_metrics(c, ctx.run_id, {f"champion_test_{k}": evidence.test_metrics[k]
                                          for k in ("accuracy", "macro_f1")})
     return evidence
@@ -83,7 +90,10 @@ def evaluate_champion(ctx: RunContext) -> ChampionEvidence | None:
 @step(name="bias-gate")
 def bias_gate(ctx: RunContext, trained: TrainedAdapter, evaluation: Evaluation,
               champion: ChampionEvidence | None) -> GateDecision:
-    return log_gate(ctx, gates.run_bias_gate(evaluation, ctx.config.gates.bias, trained.predict, champion))
+    timed = TimedScoring(trained.predict)  # the counterfactual swaps are scored by the candidate
+    decision = gates.run_bias_gate(evaluation, ctx.config.gates.bias, timed, champion)
+    log_scoring(ctx, "bias_gate", timed.texts, timed.seconds)
+    return log_gate(ctx, decision)
 
 
 @step(name="regression-gate")

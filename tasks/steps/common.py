@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tasks.core.canonical import json_sha256
 from tasks.core.config import Config
 from tasks.core.errors import ValidationFailed
 from tasks.core.lineage import flow_run_id
+from tasks.core.predictions import PredictFn
 from tasks.core.names import (ARTIFACT_CONFIG, ARTIFACT_REPORTS, ARTIFACT_VALIDATION, RUN_TAG_FLOW_RUN_ID,
                               RUN_TAG_CHAMPION, RUN_TAG_CHAMPION_SKIPPED, RUN_TAG_STAGE, Tag)
 from tasks.data.splits import DatasetSplits
@@ -155,6 +157,27 @@ def load_run_champion(ctx: RunContext) -> ChampionLoad | None:
     if champ is not None:
         registry.set_run_tags(registry.client(), ctx.run_id, {RUN_TAG_CHAMPION: champ.version})
     return champ
+
+
+class TimedScoring:
+    """A texts -> probabilities function that counts the texts it scores and the seconds scoring takes."""
+
+    def __init__(self, predict: PredictFn):
+        self.predict, self.texts, self.seconds = predict, 0, 0.0
+
+    def __call__(self, texts: list[str]):
+        start = time.perf_counter()
+        out = self.predict(texts)
+        self.texts, self.seconds = self.texts + len(texts), self.seconds + time.perf_counter() - start
+        return out
+
+
+def log_scoring(ctx: RunContext, step: str, texts: int, seconds: float) -> None:
+    """How many texts a step scored and in how many seconds (``scoring.<step>.texts`` and ``.seconds``): the
+    inference throughput of evaluation and the gates, in texts/s."""
+    if texts:
+        registry.log_metrics(registry.client(), ctx.run_id, {registry.metric_key("scoring", step, "texts"): texts,
+                                                             registry.metric_key("scoring", step, "seconds"): seconds})
 
 
 def log_gate(ctx: RunContext, decision: GateDecision) -> GateDecision:
