@@ -15,6 +15,7 @@ from flows.cli_config import add_config_commands, preflight, signed_request
 from flows.cli_logging import configure_logging, quiet_expected_errors
 from flows.cli_reproduce import add_reproduce_command
 from flows.cli_monitor import add_monitor_command
+from flows.cli_process import exit_without_final_gc, temporary_api_starting
 from flows.cli_keys import add_inspect_commands, add_key_commands
 from flows.cli_evidence import add_evidence_commands
 from tasks.core import relocation, state
@@ -55,7 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from flows.cli_config import dry_run
 
         return dry_run(config)
-    from flows.train_adapter import train_adapter_flow
+    with temporary_api_starting():  # the temporary Prefect server starts while the flow's modules import
+        from flows.train_adapter import train_adapter_flow
 
     summary = train_adapter_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
@@ -85,8 +87,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ["compare.register_winner=false"] if args.no_register else [])
     config = load_config(args.config, overrides)
     preflight(config)
-    from flows.compare_methods import compare_methods_flow
-
+    with temporary_api_starting():
+        from flows.compare_methods import compare_methods_flow
     out = compare_methods_flow(config, requested_by=args.requested_by, request=signed_request(args, config))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -391,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
-    sys.exit(main())
+    exit_without_final_gc(main())
 
 
 if __name__ == "__main__":
