@@ -106,3 +106,18 @@ def test_training_with_and_without_fusing_reaches_the_same_weights():
         weights[fuse] = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     for name, w in weights[False].items():
         torch.testing.assert_close(weights[True][name], w, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_prediction_uses_the_merged_weight_and_gives_peft_logits(monkeypatch):
+    from tasks.training.loop import predict_logits
+
+    model = _model()
+    batch = _batch()
+    with torch.no_grad():
+        expected = model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ids = [row[:int(m.sum())].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
+    calls = _count_fused_calls(monkeypatch)
+    got = predict_logits(model, Encoded(ids, [0] * len(ids)), pad_id=0, batch_size=2)
+    assert calls[0] > 0  # the merged path ran
+    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # the model is left as peft built it
