@@ -64,6 +64,7 @@ def test_good_chain_verifies(ledger):
     report = ledger.verify()
     assert report.ok and report.first_broken_seq is None and report.problem == ""
     assert (report.length, report.head_hash) == (6, ledger.head().hash)
+    assert ledger.verified_events() == (report, ledger.events())
 
 
 def test_ledger_reopened_continues_the_same_chain(ledger, db_path):
@@ -91,6 +92,9 @@ def test_tampering_names_the_first_broken_row(ledger, db_path, sql, params, brok
     assert not report.ok
     assert report.first_broken_seq == broken
     assert report.problem.startswith(f"row seq={broken}:") and words in report.problem
+    # the one-scan read (verify, audit) reports the same break and still returns every event, past it too
+    same, events = ledger.verified_events()
+    assert same == report and [e.to_dict() for e in events] == [e.to_dict() for e in ledger.events()]
 
 
 def test_removed_and_renumbered_row_breaks_the_link(ledger, db_path):

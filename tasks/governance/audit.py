@@ -133,10 +133,10 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     prefect_events.announce_expiring(model, now)  # approvals due within 14 days: a Prefect event each
     c = registry.client()
     with Ledger() as led:
-        chain = led.verify()
+        chain, all_events = led.verified_events()
         guards = led.missing_guards()
         ledger_id = (led.hashes() or {}).get(1, "")
-        t = trust.read(led)
+        t = trust.evaluate(all_events)
         critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id), known_key=lambda key: (
             t.policy is not None and "service" in getattr(t.policy.holder(key), "roles", ())))
     events = t.events(model=model)

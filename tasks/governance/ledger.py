@@ -257,16 +257,31 @@ class Ledger:
 
     def verify(self) -> ChainReport:
         """Recompute every row's hash and link; report the first broken seq and what is wrong with it."""
-        length, prev_seq, prev_hash = 0, 0, GENESIS_HASH
+        return self._scan(keep_events=False)[0]
+
+    def verified_events(self) -> tuple[ChainReport, list[LedgerEvent]]:
+        """:meth:`verify` and :meth:`events` from one read of one snapshot (every event, also past a break): what
+        a check of the chain followed by a read of its events needs, at the cost of one scan of the table."""
+        return self._scan(keep_events=True)
+
+    def _scan(self, keep_events: bool) -> tuple[ChainReport, list[LedgerEvent]]:
+        length, prev_seq, prev_hash, broken, events = 0, 0, GENESIS_HASH, None, []
         with self._read() as conn:
             for r in conn.execute(select(ledger_table).order_by(ledger_table.c.seq)):
                 row = r._asdict()
+                if keep_events:
+                    events.append(_to_event(row))
+                if broken is not None:
+                    continue
                 length += 1
                 problem = _row_problem(row, prev_seq, prev_hash)
                 if problem:
-                    return ChainReport(False, length, prev_hash, row["seq"], f"row seq={row['seq']}: {problem}")
+                    broken = ChainReport(False, length, prev_hash, row["seq"], f"row seq={row['seq']}: {problem}")
+                    if not keep_events:
+                        break
+                    continue
                 prev_seq, prev_hash = row["seq"], row["hash"]
-        return ChainReport(True, length, prev_hash)
+        return broken or ChainReport(True, length, prev_hash), events
 
     # --- plumbing --------------------------------------------------------------------------------------
 

@@ -267,8 +267,8 @@ def _verify(ref: str, model: str, version: str, workdir: Path, now: datetime, pu
     mv = registry.model_version(c, model, version)
     report = VerifyReport(ref, model, version)
     with Ledger() as led:
-        chain = led.verify()
-        t = trust.read(led)
+        chain, events = led.verified_events()
+    t = trust.evaluate(events)
     model_events = t.events(model=model)
     report.checks.append(Check("ledger", chain.ok, chain.problem or f"chain of {chain.length} events verifies"))
     report.checks.append(_signature_check(t, model, version))

@@ -223,8 +223,8 @@ def _write_ledger(model: str, folder: Path) -> None:
     """The model's ledger events (every version: the lifecycle), the chain's status and the policy in force."""
     folder.mkdir(parents=True, exist_ok=True)
     with Ledger() as led:
-        t = trust.read(led)
-        chain = led.verify()
+        chain, all_events = led.verified_events()
+    t = trust.evaluate(all_events)
     events = [e.to_dict() for e in t.events(model=model)]
     (folder / "events.json").write_text(json.dumps(events, indent=2, sort_keys=True, default=str) + "\n",
                                         encoding="utf-8")
