@@ -15,7 +15,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from tasks.governance import approvals, checkpoints, events as prefect_events, monitoring_record, registry, trust
+from tasks.governance import (approvals, audit_reads, checkpoints, events as prefect_events, monitoring_record,
+                              registry, trust)
 from tasks.governance.card_facts import card_location
 from tasks.governance.audit_trust import audit_checkpoints, trust_findings, trust_summary
 from tasks.core.errors import EXIT_AUDIT_FINDINGS, EXIT_OK, InputError
@@ -32,8 +33,6 @@ LINEAGE_TAGS = (Tag.DATASET_DIGEST, Tag.BASE_MODEL, Tag.BASE_MODEL_REVISION, Tag
                 Tag.CODE_VERSION, Tag.FLOW_RUN_ID)
 DUE_SOON_DAYS = 30
 UNRECORDED = "unrecorded"  # a version the ledger has no record of: whatever its tags claim is not evidence
-_PAGE = 1000
-_RUNS_PER_SEARCH = 100
 
 
 @dataclass
@@ -151,14 +150,14 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     seen: set[tuple[str, str]] = set()
     rehash_s = 0.0
     with tempfile.TemporaryDirectory(prefix="adaptrail-audit-") as tmp:
-        for name in _model_names(c, model):
+        for name in audit_reads.model_names(c, model):
             model_events = by_model.get(name, [])
             by_version = _group(model_events, "version")
             holder = registry.version_by_alias(c, name, ALIAS_CHAMPION)
             alias = str(holder.version) if holder is not None else None
             should = approvals.expected_champion(model_events)
-            found = _versions(c, name)
-            _read_runs(c, {mv.run_id for mv in found if mv.run_id} - set(runs), runs, roots)
+            found = audit_reads.versions(c, name)
+            audit_reads.read_runs(c, {mv.run_id for mv in found if mv.run_id} - set(runs), runs, roots)
             for mv in found:
                 version = str(mv.version)
                 seen.add((name, version))
@@ -189,35 +188,6 @@ def _group(events: list[LedgerEvent], by: str) -> dict[str, list[LedgerEvent]]:
     return out
 
 
-def _model_names(c, model: str | None) -> list[str]:
-    if model is not None:
-        found = c.search_registered_models(filter_string=f"name = '{_quote(model)}'")
-        if not found:
-            raise InputError(f"no registered model named {model!r}; omit --model to audit every model")
-        return [model]
-    names, token = [], None
-    while True:
-        page = c.search_registered_models(max_results=_PAGE, page_token=token)
-        names += [m.name for m in page]
-        token = page.token
-        if not token:
-            return sorted(names)
-
-
-def _versions(c, name: str) -> list:
-    out, token = [], None
-    while True:
-        page = c.search_model_versions(f"name = '{_quote(name)}'", max_results=_PAGE, page_token=token)
-        out += list(page)
-        token = page.token
-        if not token:
-            return sorted(out, key=lambda mv: int(mv.version))
-
-
-def _quote(name: str) -> str:
-    return name.replace("'", "\\'")
-
-
 def _in_scope(created_ms: int | None, own: list[LedgerEvent], since: datetime | None, until: datetime | None
               ) -> bool:
     """Created in the window, or any ledger decision on it in the window."""
@@ -241,7 +211,7 @@ def _adapter_checks(mv, own: list[LedgerEvent], t: trust.Trust, tmp: Path) -> tu
 def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], champions: tuple[str | None, ...],
             read: tuple[dict[str, dict[str, float]], dict[str, str]], integrity: list[str]) -> VersionRecord:
     """One version's evidence; ``champions`` = (the alias in MLflow, the champion by the ledger); ``read``: the
-    runs read so far (:func:`_read_runs`: metrics, artifact roots); ``integrity``: :func:`_adapter_checks`'
+    runs read so far (:func:`audit_reads.read_runs`: metrics, artifact roots); ``integrity``: :func:`_adapter_checks`'
     problems with the stored adapter ([] when intact or not re-hashed)."""
     runs, roots = read
     name, version, tags = mv.name, str(mv.version), dict(mv.tags)
@@ -266,30 +236,6 @@ def _record(c, mv, own: list[LedgerEvent], model_events: list[LedgerEvent], cham
         group_metrics=_group_metrics(mv.run_id, runs),
         card=card_location(c, mv.run_id, roots.get(mv.run_id or "")),
     )
-
-
-def _read_runs(c, run_ids: set[str], metrics: dict[str, dict[str, float]], roots: dict[str, str]) -> None:
-    """Read runs in bulk (one search per page of ids, over every experiment, deleted runs included) into
-    ``metrics`` and ``roots``; a run the search does not return is read on its own by :func:`_metrics` (which tells a
-    run that is gone from a store that cannot be read)."""
-    from mlflow.entities import ViewType
-
-    if not run_ids:
-        return
-    experiments, token = [], None
-    while True:
-        page = registry.read("experiments", lambda: c.search_experiments(ViewType.ALL, _PAGE, page_token=token))
-        experiments += [e.experiment_id for e in page]
-        token = page.token
-        if not token:
-            break
-    ids = sorted(run_ids)
-    for start in range(0, len(ids), _RUNS_PER_SEARCH):
-        chunk = ids[start:start + _RUNS_PER_SEARCH]
-        where = "attributes.run_id IN (" + ", ".join(f"'{i}'" for i in chunk if i.isalnum()) + ")"
-        for run in registry.read("runs", lambda: c.search_runs(experiments, where, ViewType.ALL, len(chunk))):
-            metrics[run.info.run_id] = dict(run.data.metrics)
-            roots[run.info.run_id] = run.info.artifact_uri
 
 
 def _metrics(c, run_id: str | None, cache: dict[str, dict[str, float]]) -> dict[str, float | None]:

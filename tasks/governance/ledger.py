@@ -260,8 +260,7 @@ class Ledger:
         return self._scan(keep_events=False)[0]
 
     def verified_events(self) -> tuple[ChainReport, list[LedgerEvent]]:
-        """:meth:`verify` and :meth:`events` from one read of one snapshot (every event, also past a break): what
-        a check of the chain followed by a read of its events needs, at the cost of one scan of the table."""
+        """:meth:`verify` and :meth:`events` (all, past a break too) from one scan of one snapshot."""
         return self._scan(keep_events=True)
 
     def _scan(self, keep_events: bool) -> tuple[ChainReport, list[LedgerEvent]]:
@@ -269,18 +268,13 @@ class Ledger:
         with self._read() as conn:
             for r in conn.execute(select(ledger_table).order_by(ledger_table.c.seq)):
                 row = r._asdict()
-                if keep_events:
-                    events.append(_to_event(row))
-                if broken is not None:
-                    continue
-                length += 1
-                problem = _row_problem(row, prev_seq, prev_hash)
-                if problem:
-                    broken = ChainReport(False, length, prev_hash, row["seq"], f"row seq={row['seq']}: {problem}")
-                    if not keep_events:
-                        break
-                    continue
-                prev_seq, prev_hash = row["seq"], row["hash"]
+                events += [_to_event(row)] if keep_events else []
+                if broken is None:
+                    length += 1
+                    problem = _row_problem(row, prev_seq, prev_hash)
+                    if problem:
+                        broken = ChainReport(False, length, prev_hash, row["seq"], f"row seq={row['seq']}: {problem}")
+                    prev_seq, prev_hash = row["seq"], row["hash"]
         return broken or ChainReport(True, length, prev_hash), events
 
     # --- plumbing --------------------------------------------------------------------------------------
