@@ -105,11 +105,12 @@ async def _read_prefect(prefect_home: Path) -> tuple[object, list[object]]:
     from prefect.server.api.server import create_app
 
     async with PrefectClient(api=create_app(ephemeral=True)) as client:
-        flow_runs = await client.read_flow_runs()
-        if len(flow_runs) != 1:
-            raise SystemExit(f"expected one flow run in {prefect_home}, found {len(flow_runs)}")
-        task_runs = await client.read_task_runs()
-    return flow_runs[0], sorted(task_runs, key=lambda t: t.start_time)
+        flow_runs = [r for r in await client.read_flow_runs() if r.start_time is not None]
+        if not flow_runs:
+            raise SystemExit(f"no flow run that started in {prefect_home}")
+        latest = max(flow_runs, key=lambda r: r.start_time)  # with --home kept, earlier runs are there too
+        task_runs = [t for t in await client.read_task_runs() if t.flow_run_id == latest.id]
+    return latest, sorted(task_runs, key=lambda t: t.start_time)
 
 
 def prefect_runs(home: Path) -> tuple[object, list[object]]:
