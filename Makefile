@@ -45,6 +45,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/audit_1000.py
 	$(BIN)/python bench/train_speed.py $(BENCH_ARGS)
+	$(BIN)/python bench/pipeline_overhead.py
 
 clean-state:
 	rm -rf .adaptrail
