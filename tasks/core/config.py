@@ -117,8 +117,8 @@ class TrainingConfig(_Section):
     fuse_lora: bool = Field(
         True, description="train LoRA linears through their merged weight x(W + sBA)^T with exact gradients where "
         "that is the same computation (plain LoRA, no lora dropout, float32 weights; otherwise peft's own forward; "
-        "tasks/training/fused_lora.py): the same tokens/s on MiniLM over SMS spam, 0.77x the peak RSS "
-        "(bench/train_speed.py)")
+        "tasks/training/fused_lora.py): on MiniLM over SMS spam 0.77-0.78x the peak RSS at 0.92-0.99x the "
+        "tokens/s (bench/train_speed.py)")
     gradient_checkpointing: bool = Field(
         False, description="recompute activations in the backward pass: much less memory, about a third more "
         "compute (worth it when activations, not weights, fill the memory)")

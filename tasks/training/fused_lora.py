@@ -5,8 +5,8 @@ against the hidden size), plus a scaling and an add on every activation. The sam
 ``x (W + s B A)^T`` forward and, backward, ``dx = g (W + s B A)`` and ``G = g^T x`` (one full-size matmul each),
 ``dA = s B^T G``, ``dB = s G A^T`` (no token dimension left). That is the same function and the same gradients (up
 to float rounding), with three efficient matmuls per layer instead of one plus six skinny ones. Measured on a
-2-core CPU (MiniLM, LoRA on every linear, SMS spam; ``bench/train_speed.py``): training at the same tokens/s as peft's
-forward with 0.77x the peak RSS (fewer intermediate activations); prediction at 1.34-1.44x the texts/s.
+2-core CPU (MiniLM, LoRA on every linear, SMS spam; ``bench/train_speed.py``): training at 0.92-0.99x the tokens/s of peft's
+forward with 0.77-0.78x the peak RSS (fewer intermediate activations); prediction at 1.34-1.44x the texts/s.
 
 Safe only where the two are the same computation: plain LoRA (no DoRA or other variant), no LoRA dropout (dropout
 acts on the LoRA branch's input only), one active adapter, not merged, a frozen ``nn.Linear`` base in float32 (in
