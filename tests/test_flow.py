@@ -86,6 +86,15 @@ def test_train_adapter_registers_a_pending_version_with_every_tag(prefect_harnes
     assert any(c.get("purl", "").startswith("pkg:pypi/torch@") for c in bom["components"])
     assert {"test_macro_f1", "test_accuracy", "train_loss", "val_macro_f1"} <= set(run.data.metrics)
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} and len(run.inputs.dataset_inputs) == 3
+    # how many texts evaluation and the bias gate scored, and in how long (the pipeline benchmark's throughput)
+    rows = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): json.loads(i.dataset.profile)["num_rows"]
+            for i in run.inputs.dataset_inputs}
+    from tasks.gates.evaluation import TRAIN_EVAL_CAP
+
+    scored = rows["test"] + rows["validation"] + min(rows["train"], TRAIN_EVAL_CAP)
+    assert run.data.metrics["scoring.evaluate.texts"] == scored and run.data.metrics["scoring.evaluate.seconds"] > 0
+    swaps = json.loads(open(_client().download_artifacts(run.info.run_id, "reports/bias.json")).read())
+    assert run.data.metrics["scoring.bias_gate.texts"] == swaps["details"]["counterfactual"]["n_swaps"]
     assert f"version {versions[0].version}" in out
     # the adapter's OpenSSF model-signing bundle: logged beside adapter/, recorded by the ledger, and accepted by the
     # library's own verifier with the pipeline's (P-256) service key
@@ -207,7 +216,7 @@ def test_a_worse_second_run_fails_the_regression_gate_against_the_approved_champ
     assert v2.tags[Tag.GATE_REGRESSION] == "failed" and v2.tags[Tag.APPROVAL_STATUS] == ApprovalStatus.REJECTED
     run = _client().get_run(v2.run_id)
     assert run.data.tags["adaptrail.compared_with_champion"] == "1"
-    assert "champion_test_macro_f1" in run.data.metrics
+    assert "champion_test_macro_f1" in run.data.metrics and run.data.metrics["scoring.champion.texts"] > 0
     # the ledger holds both registrations, the approval, and the failed gate
     events = Ledger().events(model="support-ticket-router")
     assert [(e.version, e.action) for e in events[:3]] == [("1", "registered"), ("1", "approved"), ("2", "registered")]

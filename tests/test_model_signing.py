@@ -134,6 +134,21 @@ def test_new_service_keys_are_p256_and_people_keep_ed25519(home):
     assert (home / "keys" / "service").stat().st_mode & 0o077 == 0  # owner-only
 
 
+def test_the_remembered_checks_never_let_a_changed_message_key_or_signature_through(tmp_path):
+    # signature_problem remembers its answers per process (a warm verify); an insider who replays a signature that
+    # was checked once onto an edited statement, another key or an edited signature must still be refused
+    signer, other = keys.keygen(tmp_path / "a", "a"), keys.keygen(tmp_path / "b", "b", "ecdsa")
+    message, sig = b"approved v3", signer.sign(b"approved v3")
+    for _ in range(2):  # the second round is answered from memory
+        assert keys.signature_problem(signer.public, message, sig) == ""
+        assert keys.signature_problem(signer.public, b"approved v4", sig)
+        assert keys.signature_problem(other.public, message, sig)
+        tampered = sig[:40] + ("A" if sig[40] != "A" else "B") + sig[41:]
+        assert keys.signature_problem(signer.public, message, tampered)
+    reloaded = keys.load_signer(tmp_path / "a").public  # another object of the same key: the same answer
+    assert reloaded is not signer.public and keys.signature_problem(reloaded, message, sig) == ""
+
+
 def test_an_ecdsa_signature_round_trips_and_rejects_tampering(tmp_path):
     signer = keys.keygen(tmp_path / "svc", "svc", "ecdsa")
     for i in range(40):  # r and s of every length/top bit: the mpint encoding must be exact each time

@@ -19,6 +19,7 @@ class Evaluation:
     metrics: dict[str, dict[str, Any]]  # split -> classification_metrics(...)
     test: Predictions
     headline: str = "macro_f1"  # the test metric a version's description and registration evidence name
+    texts_scored: int = 0  # how many texts the evaluation ran through the model (every split it scored)
 
     def headline_metric(self) -> tuple[str, float]:
         return self.headline, float(self.metrics["test"][self.headline] or 0.0)
@@ -48,9 +49,9 @@ def evaluate(model, tokenizer, splits: DatasetSplits, max_length: int, batch_siz
     labels = splits.labels
     metrics: dict[str, dict[str, Any]] = {}
     test = predictions_for(model, tokenizer, splits.test, labels, max_length, batch_size)
-    metrics["test"] = metrics_of(test)
+    metrics["test"], scored = metrics_of(test), len(splits.test)
     for name, frame in (("validation", splits.validation), ("train", splits.train.head(TRAIN_EVAL_CAP))):
         if len(frame):
             p = predictions_for(model, tokenizer, frame, labels, max_length, batch_size)
-            metrics[name] = classification_metrics(p.y_true, p.y_pred, labels)
-    return Evaluation(metrics=metrics, test=test)
+            metrics[name], scored = classification_metrics(p.y_true, p.y_pred, labels), scored + len(frame)
+    return Evaluation(metrics=metrics, test=test, texts_scored=scored)

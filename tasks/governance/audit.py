@@ -134,10 +134,11 @@ def collect(since: datetime | None = None, until: datetime | None = None, model:
     with Ledger() as led:
         chain, all_events = led.verified_events()
         guards = led.missing_guards()
-        ledger_id = (led.hashes() or {}).get(1, "")
+        hashes = {e.seq: e.hash for e in all_events}  # what led.hashes() reads, from the same snapshot
+        ledger_id = hashes.get(1, "")
         t = trust.evaluate(all_events)
         critical, high = led.checkpoint_problems(audit_checkpoints(c, ledger_id), known_key=lambda key: (
-            t.policy is not None and "service" in getattr(t.policy.holder(key), "roles", ())))
+            t.policy is not None and "service" in getattr(t.policy.holder(key), "roles", ())), hashes=hashes)
     events = t.events(model=model)
     by_model = _group(events, "model")
     audit = Audit(format_at(now), since and format_at(since), until and format_at(until), model, asdict(chain),

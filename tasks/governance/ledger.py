@@ -239,12 +239,12 @@ class Ledger:
         with self._read() as conn:
             return {r.seq: r.hash for r in conn.execute(select(ledger_table.c.seq, ledger_table.c.hash))}
 
-    def checkpoint_problems(self, extra: list[checkpoints.Checkpoint] = (), known_key: Any = None
-                            ) -> tuple[list[str], list[str]]:
+    def checkpoint_problems(self, extra: list[checkpoints.Checkpoint] = (), known_key: Any = None,
+                            hashes: dict[int, str] | None = None) -> tuple[list[str], list[str]]:
         """(critical, high): earlier checkpoints of this ledger (the store's, plus ``extra`` from elsewhere, e.g.
         earlier audits) whose head is no longer in the chain at its seq; a missing store for a non-empty ledger;
-        store lines signed by a key ``known_key`` does not accept."""
-        hashes = self.hashes()
+        store lines signed by a key ``known_key`` does not accept. ``hashes``: :meth:`hashes`, if already read."""
+        hashes = self.hashes() if hashes is None else hashes
         if not hashes:
             return [], []
         return checkpoints.problems(hashes, checkpoints.read(hashes.get(1, "")), list(extra), known_key)

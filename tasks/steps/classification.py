@@ -11,7 +11,7 @@ from tasks.gates import classification as gates
 from tasks.gates import reports
 from tasks.gates.classification import ChampionEvidence
 from tasks.gates.decision import GateDecision
-from tasks.gates.evaluation import TRAIN_EVAL_CAP, Evaluation, evaluate
+from tasks.gates.evaluation import Evaluation, evaluate
 from tasks.governance import registry
 from tasks.steps.common import (RunContext, TimedScoring, load_run_champion, log_gate, log_scoring, log_trained,
                                 start_training, step, step_losses)
@@ -47,8 +47,7 @@ def evaluate_adapter(ctx: RunContext, trained: TrainedAdapter) -> Evaluation:
     cfg, splits = ctx.config, ctx.splits
     start = time.perf_counter()
     ev = evaluate(trained.model, trained.tokenizer, splits, cfg.model.max_length, cfg.training.eval_batch_size)
-    log_scoring(ctx, "evaluate", len(splits.test) + len(splits.validation) + min(len(splits.train), TRAIN_EVAL_CAP),
-                time.perf_counter() - start)
+    log_scoring(ctx, "evaluate", ev.texts_scored, time.perf_counter() - start)
     flat: dict[str, float] = {}
     for split, m in ev.metrics.items():
         flat[f"{split}_accuracy"] = m["accuracy"]

@@ -1,18 +1,20 @@
-"""LoRA layers computed through one merged weight while training (``training.fuse_lora``), where that is exact.
+"""LoRA layers computed through one merged weight, where that is exact: in training (``training.fuse_lora``) and
+in prediction (``tasks.training.loop.predict_logits``).
 
 peft computes a LoRA linear as ``x W^T + s (x A^T) B^T``: two skinny matmuls forward and four backward (rank r
 against the hidden size), plus a scaling and an add on every activation. The same layer can be computed as
 ``x (W + s B A)^T`` forward and, backward, ``dx = g (W + s B A)`` and ``G = g^T x`` (one full-size matmul each),
 ``dA = s B^T G``, ``dB = s G A^T`` (no token dimension left). That is the same function and the same gradients (up
 to float rounding), with three efficient matmuls per layer instead of one plus six skinny ones. Measured on a
-2-core CPU (MiniLM, LoRA on every linear, SMS spam; ``bench/train_speed.py``): training at 0.92-0.99x the tokens/s of peft's
-forward with 0.77-0.78x the peak RSS (fewer intermediate activations); prediction at 1.34-1.44x the texts/s.
+2-core CPU (MiniLM, LoRA on every linear, SMS spam; ``bench/train_speed.py``): training at 0.92-0.99x the tokens/s
+of peft's forward with 0.77-0.78x the peak RSS (fewer intermediate activations); prediction at 1.34-1.44x the
+texts/s.
 
 Safe only where the two are the same computation: plain LoRA (no DoRA or other variant), no LoRA dropout (dropout
 acts on the LoRA branch's input only), one active adapter, not merged, a frozen ``nn.Linear`` base in float32 (in
 bf16/fp16 the small delta ``s B A`` would round away when added to ``W``), no LoRA bias. Anything else keeps peft's
-own forward, checked on every call. The patch lives on the module instances for the duration of training only:
-what is saved, loaded and evaluated is peft's ordinary model.
+own forward, checked on every call. The patch lives on the module instances only while a training loop or a
+prediction runs: what is saved and loaded is peft's ordinary model.
 """
 
 from __future__ import annotations
